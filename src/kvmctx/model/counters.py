@@ -1,0 +1,57 @@
+"""Event counters the transition function bumps as it goes.
+
+Counters live outside the state (a plain list on the model), so the checker
+can ignore them and the simulator can price them afterwards with a cost
+profile. Index constants keep the hot path to ``ctr[X] += 1``.
+"""
+
+from __future__ import annotations
+
+GUEST_FP_TRAPS = 0     # guest FP/SVE access trapped to the hypervisor
+HOST_SVE_TRAPS = 1     # host EL0 SVE access trap (do_sve_acc)
+SAVES = 2              # register-bank saves to memory (any context, any place)
+RESTORES = 3           # register-bank loads from memory
+BYTES_SAVED = 4
+BYTES_RESTORED = 5
+GUEST_EXITS = 6        # full exits from the guest to the host
+EXITS_TO_USER = 7      # KVM_RUN returns to the VMM's userspace
+VCPU_LOADS = 8
+VCPU_PUTS = 9
+CTX_SWITCHES = 10
+SOFTIRQ_NEON = 11      # kernel-mode NEON sections in softirq context
+TASK_NEON = 12         # kernel-mode NEON sections in task context
+TRAP_WRITES = 13       # writes to CPTR_EL2 / CPACR_EL1 / HCPTR trap controls
+ISBS = 14
+SYSREG_SAVES = 15      # EL1/EL0 system registers saved (count of registers)
+SYSREG_RESTORES = 16
+SVE_SAVES = 17         # the subset of SAVES written in SVE format
+SVE_RESTORES = 18
+GUEST_FP_USES = 19     # run segments in which the guest touched FP
+GUEST_ENTRIES = 20
+SYSCALLS = 21
+MIGRATIONS = 22
+HOST_FP_USES = 23
+SIGNALS = 24
+SYSREG_TRAPS = 25      # emulated sysreg accesses (deferred-sysreg accessors)
+EAGER_RESTORES = 26    # guest state restored before the guest asked (predictors)
+EAGER_WASTED = 27      # ... and the guest then did not touch FP before exiting
+
+N = 28
+
+NAMES = (
+    "guest_fp_traps", "host_sve_traps", "saves", "restores", "bytes_saved",
+    "bytes_restored", "guest_exits", "exits_to_user", "vcpu_loads", "vcpu_puts",
+    "context_switches", "softirq_neon", "task_neon", "trap_writes", "isbs",
+    "sysreg_saves", "sysreg_restores", "sve_saves", "sve_restores", "guest_fp_uses",
+    "guest_entries", "syscalls", "migrations", "host_fp_uses", "signals",
+    "sysreg_traps", "eager_restores", "eager_wasted",
+)
+assert len(NAMES) == N
+
+
+def new() -> list[int]:
+    return [0] * N
+
+
+def as_dict(ctr: list[int]) -> dict[str, int]:
+    return dict(zip(NAMES, ctr, strict=True))

@@ -1,0 +1,223 @@
+"""The kernel paths, as programs of atomic steps with interruption marks.
+
+Each host thread has a program counter into one compiled program: the
+generic arm64 flow (user mode, syscalls, kernel-mode NEON, the KVM_RUN
+ioctl and its run loop) with the policy's hook steps inlined. A *point* is
+a place a thread can be between two atomic steps; it records what may land
+there while the thread waits:
+
+* ``sirq``: a softirq (and so softirq kernel-mode NEON) may run on this CPU
+  (IRQs and bottom halves enabled);
+* ``preempt``: the thread may be switched out (preemption enabled).
+
+Consecutive steps with neither mark between them form one atomic action: no
+other code can run on that CPU in between, and no other CPU can observe the
+intermediate per-CPU or per-running-thread state, so merging them preserves
+every behaviour (the usual partial-order argument). The story printer still
+shows each step by name.
+
+Point kinds:
+``K_IDLE`` the idle thread; ``K_USER`` the thread at EL0; ``K_GUEST`` the
+vCPU in the guest; ``K_REST`` a rest point of a kernel path whose step an
+engine runs when it chooses; ``K_STEP`` inside a hook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kvmctx.model import counters as C
+from kvmctx.model import host as H
+from kvmctx.model.values import NO_CPU
+from kvmctx.policies.base import GAP_DEFAULT, GAP_NONE, GAP_SOFTIRQ, Policy, Step
+
+K_IDLE = 0
+K_USER = 1
+K_GUEST = 2
+K_REST = 3
+K_STEP = 4
+
+# Which context's integrity the invariant checks while a running thread is here.
+CHK_NONE = 0
+CHK_USER = 1     # the task at EL0 can read its registers at any time
+CHK_GUEST = 2    # the guest can read them once its FP trap is off
+CHK_KNEON = 3    # a task-context kernel-mode NEON user owns them
+
+EXIT_KERNEL = 0  # exit handled in the kernel (WFx, SYS64, vgic MMIO, IRQ, HVC)
+EXIT_USER = 1    # exit returned to the VMM's userspace (MMIO to a device model)
+
+GAP_PREEMPT = "preempt"
+
+
+@dataclass
+class Point:
+    name: str
+    kind: int
+    fn: object = None
+    sirq: bool = False
+    preempt: bool = False
+    check: int = CHK_NONE
+    where: str = ""
+    hook: str = ""
+    irqs_off: bool = False
+    bh_off: bool = False
+
+
+@dataclass
+class Program:
+    points: list[Point] = field(default_factory=list)
+    labels: dict[str, int] = field(default_factory=dict)
+
+    def add(self, p: Point, label: str | None = None) -> int:
+        i = len(self.points)
+        self.points.append(p)
+        if label:
+            self.labels[label] = i
+        return i
+
+    def __getitem__(self, label: str) -> int:
+        return self.labels[label]
+
+
+# --------------------------------------------------------------------------
+# Generic steps (the parts of the kernel paths that no design changes)
+
+
+def st_syscall_return(m, s, k, t):
+    """Syscall exit: ret_to_user reloads the task's state if foreign (IRQs off)."""
+    H.syscall_exit(m, s, k, t)
+    H.fpsimd_restore_current_state(m, s, k, t)
+    return m.L_USER
+
+
+def st_kneon_end(m, s, k, t):
+    H.kernel_neon_end(m, s, k, False)
+    return m.L_SYS
+
+
+def st_vcpu_load_prologue(m, s, k, t):
+    """kvm_main.c vcpu_load(): get_cpu(); preempt notifier on; vcpu->cpu = cpu."""
+    s[m.vcpu_cpu[m.vcpu_of[t]]] = k
+    m.ctr[C.VCPU_LOADS] += 1
+
+
+def st_enter_irqoff(m, s, k, t):
+    """Run loop: preempt_disable(); local_irq_disable(); about to enter."""
+    m.ctr[C.GUEST_ENTRIES] += 1
+
+
+def st_to_guest(m, s, k, t):
+    return m.L_GUEST
+
+
+def st_irq_enable(m, s, k, t):
+    """local_irq_enable() after the exit: softirqs may run from here."""
+    return None
+
+
+def st_handle_exit(m, s, k, t):
+    """preempt_enable(); handle_exit(): back into the loop or out to userspace."""
+    if s[m.exitcls[m.vcpu_of[t]]] == EXIT_USER:
+        m.ctr[C.EXITS_TO_USER] += 1
+        return m.L_OUT
+    return m.L_TOP
+
+
+def st_put_epilogue(m, s, k, t):
+    """vcpu_put(): notifier off; vcpu->cpu = -1; preempt_enable()."""
+    s[m.vcpu_cpu[m.vcpu_of[t]]] = NO_CPU
+    m.ctr[C.VCPU_PUTS] += 1
+
+
+def st_ioctl_return(m, s, k, t):
+    """KVM_RUN returns to the VMM: ret_to_user reloads its state if foreign."""
+    H.syscall_exit(m, s, k, t)
+    H.fpsimd_restore_current_state(m, s, k, t)
+    return m.L_USER
+
+
+def st_sched_in_resume(m, s, k, t):
+    """kvm_sched_in() done: finish_task_switch() returns into the preempted code."""
+    return s[m.resume[t]]
+
+
+def _marks(gap: str, default: str) -> tuple[bool, bool]:
+    g = default if gap == GAP_DEFAULT else gap
+    if g == GAP_NONE:
+        return False, False
+    if g == GAP_SOFTIRQ:
+        return True, False
+    if g == GAP_PREEMPT:
+        return True, True
+    raise ValueError(f"unknown gap {gap!r}")
+
+
+def _hook(prog: Program, hook: str, steps: tuple[Step, ...], default_gap: str,
+          first_gap: str | None = None, irqs_off: bool = False, bh_off: bool = False) -> None:
+    for i, st in enumerate(steps):
+        gap = st.gap
+        if i == 0 and first_gap is not None and gap == GAP_DEFAULT:
+            gap = first_gap
+        sirq, pre = _marks(gap, default_gap)
+        prog.add(Point(
+            name=st.name, kind=K_STEP, fn=st.fn, sirq=sirq, preempt=pre, where=st.where,
+            hook=hook,
+            irqs_off=irqs_off if st.irqs_off is None else st.irqs_off,
+            bh_off=bh_off if st.bh_off is None else st.bh_off,
+        ))
+
+
+def build_program(policy: Policy, kernel_neon_preemptible: bool,
+                  sysreg_load: tuple[Step, ...] = (),
+                  sysreg_put: tuple[Step, ...] = ()) -> Program:
+    """Inline a policy's hooks into the generic arm64 flow."""
+    P = Program()
+    P.add(Point("idle", K_IDLE, sirq=True, preempt=True), "IDLE")
+    P.add(Point("at EL0", K_USER, sirq=True, preempt=True, check=CHK_USER), "USER")
+    P.add(Point("in a syscall", K_REST, fn=st_syscall_return, sirq=True, preempt=True,
+                where="arch/arm64/kernel/entry-common.c: ret_to_user"), "SYS")
+    P.add(Point("kernel-mode NEON section (task)", K_REST, fn=st_kneon_end, sirq=True,
+                preempt=kernel_neon_preemptible, check=CHK_KNEON,
+                where="arch/arm64/kernel/fpsimd.c: kernel_neon_end"), "KNEON")
+
+    # KVM_RUN ioctl: vcpu_load, the run loop, vcpu_put, return to the VMM.
+    P.add(Point("KVM_RUN: vcpu_load()", K_REST, fn=st_vcpu_load_prologue, sirq=True,
+                preempt=True, where="virt/kvm/kvm_main.c: vcpu_load"), "RUN")
+    _hook(P, "vcpu_load", policy.vcpu_load, GAP_SOFTIRQ, first_gap=GAP_NONE)
+    _hook(P, "vcpu_load", sysreg_load, GAP_SOFTIRQ)
+    # Fall through to the loop top.
+    P.add(Point("run loop: enter the guest", K_REST, fn=st_enter_irqoff, sirq=True,
+                preempt=True, where="arch/arm64/kvm/arm.c: kvm_arch_vcpu_ioctl_run"), "TOP")
+    _hook(P, "ctxflush", policy.ctxflush, GAP_NONE, irqs_off=True)
+    _hook(P, "guest_entry", policy.guest_entry, GAP_NONE, irqs_off=True)
+    P.add(Point("hyp: eret to the guest", K_STEP, fn=st_to_guest, irqs_off=True))
+    P.add(Point("in the guest", K_GUEST, check=CHK_GUEST), "GUEST")
+    exit_start = len(P.points)
+    P.labels["EXIT"] = exit_start
+    _hook(P, "hyp_exit", policy.hyp_exit, GAP_NONE, irqs_off=True)
+    _hook(P, "ctxsync", policy.ctxsync, GAP_NONE, irqs_off=True)
+    _hook(P, "post_exit", policy.post_exit, GAP_SOFTIRQ)
+    if len(P.points) == exit_start:
+        P.add(Point("local_irq_enable()", K_STEP, fn=st_irq_enable, irqs_off=True))
+    P.add(Point("run loop: exit handled with IRQs on", K_REST, fn=st_handle_exit, sirq=True,
+                where="arch/arm64/kvm/arm.c: handle_exit"), "POST")
+    P.add(Point("KVM_RUN: leaving the run loop", K_REST, fn=None, sirq=True, preempt=True),
+          "OUT")
+    out = P.labels["OUT"]
+    _hook(P, "run_exit", policy.run_exit, GAP_PREEMPT, first_gap=GAP_NONE)
+    _hook(P, "vcpu_put", policy.vcpu_put, GAP_SOFTIRQ, first_gap=GAP_NONE)
+    _hook(P, "vcpu_put", sysreg_put, GAP_SOFTIRQ)
+    P.add(Point("vcpu_put(): vcpu->cpu = -1", K_STEP, fn=st_put_epilogue,
+                where="virt/kvm/kvm_main.c: vcpu_put"))
+    P.add(Point("KVM_RUN returns to the VMM", K_REST, fn=st_ioctl_return, sirq=True,
+                preempt=True, where="arch/arm64/kernel/entry-common.c: ret_to_user"), "RET")
+    # The OUT point's own step is a no-op that falls through to run_exit/vcpu_put.
+    P.points[out].fn = st_irq_enable
+
+    # Sched-in (kvm_sched_in -> kvm_arch_vcpu_load), preempt off, IRQs on.
+    P.add(Point("kvm_sched_in: vcpu_load()", K_STEP, fn=st_vcpu_load_prologue, sirq=True,
+                where="virt/kvm/kvm_main.c: kvm_sched_in"), "SCHED_IN")
+    _hook(P, "vcpu_load", policy.vcpu_load, GAP_SOFTIRQ, first_gap=GAP_NONE)
+    _hook(P, "vcpu_load", sysreg_load, GAP_SOFTIRQ)
+    P.add(Point("finish_task_switch(): resume", K_STEP, fn=st_sched_in_resume, sirq=True))
+    return P

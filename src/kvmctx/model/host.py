@@ -1,0 +1,368 @@
+"""The host kernel's FP/SIMD machinery (the arm64 ``fpsimd.c`` of each era).
+
+Every KVM design in kvmctx sits on top of this: policies call these helpers
+the way ``arch/arm64/kvm/fpsimd.c`` calls into ``arch/arm64/kernel/fpsimd.c``.
+The era differences that matter to the designs are flags on ``HostConfig``;
+a policy picks one of the named configurations below.
+
+The two facts everything rests on (fpsimd.c states them the same way):
+
+* ``TIF_FOREIGN_FPSTATE`` clear on ``current`` means "the CPU registers hold
+  the state that the per-CPU binding (``fpsimd_last_state``) names, and it is
+  newer than memory": a save writes it there, nobody may clobber it unsaved.
+* A task may skip reloading its state only when *both* the per-CPU binding
+  names its state and its ``fpsimd_cpu`` names this CPU.
+
+Functions take the model ``m``, the flat state ``s`` and a CPU ``k``; they
+mutate ``s`` in place and bump ``m.ctr``. Violations go to ``m.violate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from kvmctx.model import counters as C
+from kvmctx.model.values import (
+    FP_STATE_FPSIMD,
+    FP_STATE_SVE,
+    NO_CPU,
+    NONE,
+    TO_SAVE_CURRENT,
+    TO_SAVE_FPSIMD,
+    TO_SAVE_SVE,
+    ZERO,
+)
+
+SYSCALL_DISCARD = "discard"  # <= v6.1: clear TIF_SVE, trap the next SVE use
+SYSCALL_FLUSH = "flush"      # v6.2..v6.15: zero live upper bits, discard lazily at save
+SYSCALL_KEEP = "keep"        # seed 003 as posted: keep SVE state, discard lazily at save
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Which host kernel the KVM design runs on."""
+
+    era: str
+    # v6.2 (seed 003): thread.fp_type records what is saved; loads follow it.
+    fp_type_tracking: bool
+    # v6.2 (seed 003): the binding carries to_save/sve_state/vl of *the bound
+    # state*; before, the SVE save went to current's buffer at current's VL.
+    bound_state_format: bool
+    # v6.8: kernel-mode NEON in task context is preemptible (TIF_KERNEL_FPSTATE)
+    kernel_neon_preemptible: bool
+    syscall_sve: str
+    # d8ad71fa38a9 (v4.18): fpsimd_flush_cpu_state() sets TIF_FOREIGN_FPSTATE
+    flush_cpu_sets_foreign: bool
+    # efbc20249fee (v4.18): fpsimd_flush_task_state() sets TIF_FOREIGN_FPSTATE
+    flush_task_sets_foreign: bool
+    # kernel_neon_begin() leaves current's TIF_FOREIGN_FPSTATE set (by hand in
+    # v4.x, through fpsimd_flush_cpu_state() later): the user state must reload.
+    kernel_neon_sets_foreign: bool = True
+    # 7c68a9cc0402 / 32365e64a20e: CPU PM and hotplug invalidate the binding
+    pm_invalidates: bool = True
+    hotplug_invalidates: bool = True
+    # 674c242c9323: execve invalidates the task's binding (not just its data)
+    exec_flushes_task: bool = True
+    # 9de52a755cfb: sigreturn copies the FPSIMD record into the task image
+    sigreturn_copies_fpsimd: bool = True
+    # 61da7c8e2a60: the signal frame format follows fp_type, not TIF_SVE
+    signal_frame_from_fp_type: bool = True
+
+    def but(self, **kw: object) -> HostConfig:
+        return replace(self, **kw)  # type: ignore[arg-type]
+
+
+HOST_4_17 = HostConfig(
+    era="v4.17", fp_type_tracking=False, bound_state_format=False,
+    kernel_neon_preemptible=False, syscall_sve=SYSCALL_DISCARD,
+    flush_cpu_sets_foreign=False, flush_task_sets_foreign=False,
+    signal_frame_from_fp_type=False,
+)
+HOST_4_18 = HOST_4_17.but(era="v4.18", flush_cpu_sets_foreign=True,
+                          flush_task_sets_foreign=True)
+HOST_6_1 = HOST_4_18.but(era="v6.1")
+HOST_SEED_003 = HOST_4_18.but(era="seed 003 (2022)", fp_type_tracking=True,
+                              bound_state_format=True, syscall_sve=SYSCALL_KEEP,
+                              signal_frame_from_fp_type=True)
+HOST_6_2 = HOST_SEED_003.but(era="v6.2", syscall_sve=SYSCALL_FLUSH)
+HOST_6_14 = HOST_6_2.but(era="v6.14", kernel_neon_preemptible=True)
+
+
+def fpsimd_bytes(m: object, c: int) -> int:  # pragma: no cover - doc helper
+    return 520
+
+
+def _save_bytes(m, c: int, sve: bool) -> int:
+    return m.sve_bytes[c] if sve else m.fpsimd_bytes[c]
+
+
+# --------------------------------------------------------------------------
+# Save and load
+
+
+def fpsimd_save_user_state(m, s: list[int], k: int) -> None:
+    """Save the live registers into the state the CPU binding names.
+
+    Nothing to do when current's TIF_FOREIGN_FPSTATE is set: the registers
+    are not anybody's unsaved state then (the invariant this flag encodes).
+    """
+    cur = s[m.cur[k]]
+    if s[m.foreign[cur]]:
+        return
+    c = s[m.bound[k]]
+    if c == NONE:
+        m.violate("no-bug", "fpsimd_save_user_state(): TIF_FOREIGN_FPSTATE is clear but the "
+                  "CPU binding is empty (NULL dereference)", k, (cur,))
+        return
+    hc = m.hc
+    if hc.bound_state_format:
+        ts = s[m.to_save[k]]
+        save_sve = ts == TO_SAVE_SVE or (
+            ts == TO_SAVE_CURRENT and s[m.tif_sve[cur]]
+            and not (s[m.insys[cur]] and hc.syscall_sve != SYSCALL_DISCARD))
+        want_vl = s[m.bound_vl[k]]
+        target = c
+    else:
+        # v4.x: the format comes from current's TIF_SVE and the SVE image is
+        # current's own sve_state, whatever the binding says (2955bcc8c309).
+        save_sve = bool(s[m.tif_sve[cur]]) and m.has_sve
+        want_vl = m.ctx_vl[cur]
+        target = cur if save_sve else c
+    if save_sve:
+        if s[m.vl[k]] != want_vl:
+            m.violate("no-bug", f"fpsimd_save_user_state(): live VL {s[m.vl[k]]} != expected "
+                      f"VL {want_vl}: WARN, SIGKILL to {m.name(cur)} and its state is not saved",
+                      k, (cur, c))
+            return
+        s[m.mem_zlo[target]] = s[m.lo[k]]
+        s[m.mem_hi[target]] = s[m.hi[k]]
+        s[m.fp_type[target]] = FP_STATE_SVE
+        ctr = m.ctr
+        ctr[C.SAVES] += 1
+        ctr[C.SVE_SAVES] += 1
+        ctr[C.BYTES_SAVED] += m.sve_bytes[target]
+    else:
+        s[m.mem_lo[c]] = s[m.lo[k]]
+        s[m.fp_type[c]] = FP_STATE_FPSIMD
+        ctr = m.ctr
+        ctr[C.SAVES] += 1
+        ctr[C.BYTES_SAVED] += m.fpsimd_bytes[c]
+
+
+def fpsimd_flush_cpu_state(m, s: list[int], k: int) -> None:
+    """Forget what the registers hold: nobody may trust them now."""
+    s[m.bound[k]] = NONE
+    if m.hc.flush_cpu_sets_foreign:
+        s[m.foreign[s[m.cur[k]]]] = 1
+    if m.has_sme:
+        sme_smstop(m, s, k)
+
+
+def fpsimd_save_and_flush_cpu_state(m, s: list[int], k: int) -> None:
+    fpsimd_save_user_state(m, s, k)
+    fpsimd_flush_cpu_state(m, s, k)
+
+
+def fpsimd_flush_task_state(m, s: list[int], t: int) -> None:
+    """Invalidate every CPU's claim to hold t's state (forces a reload)."""
+    s[m.fcpu[t]] = NO_CPU
+    if m.hc.flush_task_sets_foreign:
+        s[m.foreign[t]] = 1
+
+
+def load_state(m, s: list[int], k: int, c: int, sve: bool, vl: int) -> None:
+    """Load context c's saved image into CPU k's registers."""
+    ctr = m.ctr
+    if sve:
+        s[m.vl[k]] = vl
+        s[m.lo[k]] = s[m.mem_zlo[c]]
+        s[m.hi[k]] = s[m.mem_hi[c]]
+        ctr[C.SVE_RESTORES] += 1
+        ctr[C.BYTES_RESTORED] += m.sve_bytes[c]
+    else:
+        # Writing V[n] with FPSIMD loads zeroes the upper Z bits.
+        s[m.lo[k]] = s[m.mem_lo[c]]
+        s[m.hi[k]] = ZERO
+        ctr[C.BYTES_RESTORED] += m.fpsimd_bytes[c]
+    ctr[C.RESTORES] += 1
+
+
+def task_fpsimd_load(m, s: list[int], k: int, t: int) -> None:
+    if m.hc.fp_type_tracking:
+        if s[m.fp_type[t]] == FP_STATE_SVE:
+            if not s[m.tif_sve[t]]:
+                m.violate("no-bug", f"task_fpsimd_load(): {m.name(t)} has an SVE image but "
+                          "TIF_SVE is clear (WARN_ON_ONCE)", k, (t,))
+                s[m.tif_sve[t]] = 1
+            load_state(m, s, k, t, True, m.ctx_vl[t])
+        else:
+            # Stop tracking SVE for this task until its next SVE use.
+            s[m.tif_sve[t]] = 0
+            load_state(m, s, k, t, False, 0)
+    else:
+        load_state(m, s, k, t, bool(s[m.tif_sve[t]]), m.ctx_vl[t])
+
+
+def fpsimd_bind_task_to_cpu(m, s: list[int], k: int, t: int) -> None:
+    s[m.bound[k]] = t
+    s[m.to_save[k]] = TO_SAVE_CURRENT
+    s[m.bound_vl[k]] = m.ctx_vl[t]
+    s[m.fcpu[t]] = k
+    # EL0 SVE access follows TIF_SVE (sve_user_enable/disable).
+    zen = 1 if s[m.tif_sve[t]] else 0
+    if s[m.zen[k]] != zen:
+        s[m.zen[k]] = zen
+        m.ctr[C.TRAP_WRITES] += 1
+
+
+def fpsimd_bind_state_to_cpu(m, s: list[int], k: int, c: int, to_save: int, vl: int) -> None:
+    """Bind a non-task state (a vCPU's) to this CPU's registers (KVM uses it)."""
+    s[m.bound[k]] = c
+    s[m.to_save[k]] = to_save
+    s[m.bound_vl[k]] = vl
+
+
+def fpsimd_restore_current_state(m, s: list[int], k: int, t: int) -> None:
+    """On return to user: reload current's state if the registers are foreign."""
+    if s[m.foreign[t]]:
+        task_fpsimd_load(m, s, k, t)
+        fpsimd_bind_task_to_cpu(m, s, k, t)
+        s[m.foreign[t]] = 0
+
+
+def fpsimd_thread_switch(m, s: list[int], k: int, prev: int, nxt: int) -> None:
+    """Context switch on CPU k: save prev, decide whether next must reload."""
+    if m.hc.kernel_neon_preemptible and s[m.kfp[prev]]:
+        # prev is inside a kernel-mode NEON section: save its kernel state.
+        s[m.mem_lo[m.kn_ctx[prev]]] = s[m.lo[k]]
+        m.ctr[C.SAVES] += 1
+        m.ctr[C.BYTES_SAVED] += 520
+    else:
+        fpsimd_save_user_state(m, s, k)
+    if m.hc.kernel_neon_preemptible and s[m.kfp[nxt]]:
+        fpsimd_flush_cpu_state(m, s, k)
+        s[m.lo[k]] = s[m.mem_lo[m.kn_ctx[nxt]]]
+        s[m.hi[k]] = ZERO
+        m.ctr[C.RESTORES] += 1
+        m.ctr[C.BYTES_RESTORED] += 520
+        s[m.foreign[nxt]] = 1
+    elif nxt:
+        wrong_task = s[m.bound[k]] != nxt
+        wrong_cpu = s[m.fcpu[nxt]] != k
+        s[m.foreign[nxt]] = 1 if (wrong_task or wrong_cpu) else 0
+
+
+# --------------------------------------------------------------------------
+# Kernel-mode NEON
+
+
+def kernel_neon_begin(m, s: list[int], k: int, softirq: bool) -> None:
+    cur = s[m.cur[k]]
+    if m.hc.kernel_neon_preemptible and s[m.kfp[cur]]:
+        # Only a softirq can nest inside a task's kernel-mode NEON section.
+        if not softirq:
+            m.violate("no-bug", "kernel_neon_begin(): nested task-context NEON (BUG_ON)", k, (cur,))
+        s[m.mem_lo[m.kn_ctx[cur]]] = s[m.lo[k]]
+        m.ctr[C.SAVES] += 1
+        m.ctr[C.BYTES_SAVED] += 520
+    else:
+        fpsimd_save_user_state(m, s, k)
+        if m.hc.kernel_neon_preemptible and not softirq and cur:
+            s[m.kfp[cur]] = 1
+    fpsimd_flush_cpu_state(m, s, k)
+    if m.hc.kernel_neon_sets_foreign and cur:
+        s[m.foreign[cur]] = 1
+    m.ctr[C.SOFTIRQ_NEON if softirq else C.TASK_NEON] += 1
+
+
+def kernel_neon_end(m, s: list[int], k: int, softirq: bool) -> None:
+    cur = s[m.cur[k]]
+    if not m.hc.kernel_neon_preemptible:
+        return
+    if softirq:
+        if s[m.kfp[cur]]:
+            # Give the interrupted task-context NEON user its registers back.
+            s[m.lo[k]] = s[m.mem_lo[m.kn_ctx[cur]]]
+            s[m.hi[k]] = ZERO
+            m.ctr[C.RESTORES] += 1
+            m.ctr[C.BYTES_RESTORED] += 520
+    else:
+        s[m.kfp[cur]] = 0
+
+
+# --------------------------------------------------------------------------
+# SVE and SME
+
+
+def do_sve_acc(m, s: list[int], k: int, t: int) -> None:
+    """EL0 SVE access trap: start tracking SVE for t with zeroed upper bits."""
+    m.ctr[C.HOST_SVE_TRAPS] += 1
+    if s[m.tif_sve[t]]:
+        m.violate("no-bug", f"do_sve_acc(): SVE access by {m.name(t)} trapped although "
+                  "TIF_SVE is set (WARN: \"SVE access shouldn't have trapped\")", k, (t,))
+    s[m.tif_sve[t]] = 1
+    if not s[m.foreign[t]]:
+        # Live: zero the upper bits in the registers and rebind (enables EL0 SVE).
+        s[m.vl[k]] = m.ctx_vl[t]
+        s[m.hi[k]] = ZERO
+        fpsimd_bind_task_to_cpu(m, s, k, t)
+    else:
+        # In memory: convert the FPSIMD image to SVE form.
+        s[m.mem_zlo[t]] = s[m.mem_lo[t]]
+        s[m.mem_hi[t]] = ZERO
+        s[m.fp_type[t]] = FP_STATE_SVE
+        fpsimd_flush_task_state(m, s, t)
+    s[m.want_hi[t]] = ZERO
+    s[m.permit[t]] = 0
+
+
+def sme_smstop(m, s: list[int], k: int) -> None:
+    """Leave streaming mode: architecturally zeroes Z/P/FFR (and ZA with SMSTOP ZA)."""
+    if s[m.sm[k]]:
+        s[m.sm[k]] = 0
+        s[m.lo[k]] = ZERO
+        s[m.hi[k]] = ZERO
+
+
+# --------------------------------------------------------------------------
+# Syscalls
+
+
+def syscall_enter(m, s: list[int], k: int, t: int) -> None:
+    """el0_svc: the syscall ABI lets the kernel discard SVE state beyond V0-V31."""
+    m.ctr[C.SYSCALLS] += 1
+    if s[m.tif_sve[t]]:
+        mode = m.hc.syscall_sve
+        s[m.permit[t]] = 1
+        if mode == SYSCALL_DISCARD:
+            # sve_user_discard(): stop tracking SVE, trap the next use.
+            s[m.tif_sve[t]] = 0
+            if s[m.zen[k]]:
+                s[m.zen[k]] = 0
+                m.ctr[C.TRAP_WRITES] += 1
+        elif mode == SYSCALL_FLUSH:
+            s[m.hi[k]] = ZERO  # sve_flush_live(): the state is live at entry
+    s[m.insys[t]] = 1
+
+
+def syscall_exit(m, s: list[int], k: int, t: int) -> None:
+    s[m.insys[t]] = 0
+
+
+# Save-target shorthand used by policies that stash FPSIMD state themselves.
+def save_fpsimd_to(m, s: list[int], k: int, slot: int, c: int) -> None:
+    s[slot] = s[m.lo[k]]
+    m.ctr[C.SAVES] += 1
+    m.ctr[C.BYTES_SAVED] += m.fpsimd_bytes[c]
+
+
+def restore_fpsimd_from(m, s: list[int], k: int, slot: int, c: int) -> None:
+    s[m.lo[k]] = s[slot]
+    s[m.hi[k]] = ZERO
+    m.ctr[C.RESTORES] += 1
+    m.ctr[C.BYTES_RESTORED] += m.fpsimd_bytes[c]
+
+
+__all__ = [
+    "FP_STATE_FPSIMD", "FP_STATE_SVE", "TO_SAVE_FPSIMD", "TO_SAVE_SVE", "HostConfig",
+]

@@ -1,0 +1,704 @@
+"""The transition system: state layout, actions, one step function.
+
+``Model(config, policy)`` builds everything once: the flat state layout, the
+compiled program, index tables. After that the hot path is
+
+    m.apply(s, action)        # s: list[int], mutated in place
+
+used by the simulator (which keeps one list) and by the checker (which
+copies a stored tuple, applies, and stores the result). One truth, two
+engines.
+
+Actions are small int tuples ``(kind, a, b)``:
+
+======== ===================== ==============================================
+kind     arguments             meaning
+======== ===================== ==============================================
+STEP     cpu                   run the current thread's next kernel step(s)
+SCHED    cpu, next thread      context switch (0 = idle)
+MIGRATE  thread, cpu           move a runnable (not running) thread
+SIRQ     cpu                   a softirq uses kernel-mode NEON
+UFP      cpu                   the task at EL0 writes FPSIMD registers
+USVE     cpu                   the task at EL0 writes SVE registers (may trap)
+SYSCALL  cpu                   the task at EL0 makes a syscall
+KVMRUN   cpu                   the VMM thread at EL0 calls ioctl(KVM_RUN)
+KNEON    cpu                   the task in a syscall starts kernel-mode NEON
+GFP      cpu                   the guest writes FPSIMD registers (may trap)
+GSVE     cpu                   the guest writes SVE registers (may trap)
+GEXIT    cpu, exit class       the guest exits (EXIT_KERNEL / EXIT_USER)
+READ     cpu                   the EL0 task / guest / NEON user reads (check)
+======== ===================== ==============================================
+
+Reads never change the state, so the checker does not branch on them:
+the integrity/confidentiality invariant is evaluated on every state for
+every context that *could* read at that moment, which is equivalent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from kvmctx.model import counters as C
+from kvmctx.model import host as H
+from kvmctx.model.config import ModelConfig
+from kvmctx.model.flow import (
+    CHK_GUEST,
+    CHK_KNEON,
+    CHK_NONE,
+    CHK_USER,
+    EXIT_KERNEL,
+    EXIT_USER,
+    K_GUEST,
+    K_IDLE,
+    K_REST,
+    K_STEP,
+    K_USER,
+    build_program,
+)
+from kvmctx.model.layout import (
+    CPU,
+    CTX,
+    REF_CPU,
+    REF_CTX,
+    REF_PC,
+    REF_THREAD,
+    REF_VER,
+    TAG_HI,
+    TAG_LO,
+    THREAD,
+    VCPU,
+    Layout,
+)
+from kvmctx.model.values import (
+    FP_STATE_FPSIMD,
+    FP_STATE_SVE,
+    GARBAGE,
+    NO_CPU,
+    NONE,
+    OWNER_BITS,
+    OWNER_MASK,
+    ZERO,
+    describe,
+    tag,
+)
+from kvmctx.policies.base import Policy
+
+STEP, SCHED, MIGRATE, SIRQ, UFP, USVE, SYSCALL, KVMRUN, KNEON, GFP, GSVE, GEXIT, READ = range(13)
+ACTION_NAMES = ("step", "sched", "migrate", "softirq-neon", "user-fp", "user-sve", "syscall",
+                "kvm-run", "kernel-neon", "guest-fp", "guest-sve", "guest-exit", "read")
+
+
+class Violation:
+    """An invariant broken at a step: what, where, and who."""
+
+    __slots__ = ("invariant", "message", "cpu", "contexts")
+
+    def __init__(self, invariant: str, message: str, cpu: int, contexts: tuple[int, ...]):
+        self.invariant = invariant
+        self.message = message
+        self.cpu = cpu
+        self.contexts = contexts
+
+    def as_dict(self, m: Model | None = None) -> dict[str, Any]:
+        return {
+            "invariant": self.invariant,
+            "message": self.message,
+            "cpu": self.cpu,
+            "contexts": [m.name(c) for c in self.contexts] if m else list(self.contexts),
+        }
+
+    def __repr__(self) -> str:
+        return f"Violation({self.invariant}: {self.message})"
+
+
+def _sve_bytes(vl: int) -> int:
+    # Z0-Z31 + P0-P15 + FFR (protocol.md section 1): 32*VL/8 + 17*VL/64 bytes.
+    return 32 * vl // 8 + 17 * vl // 64
+
+
+class Model:
+    """One configuration x one policy: the transition function and its tables."""
+
+    def __init__(self, config: ModelConfig, policy: Policy) -> None:
+        self.config = config
+        self.policy = policy
+        self.hc = policy.host
+        self.ncpu = config.cpus
+        tasks = config.tasks
+        self.nthreads = len(tasks) + 1  # thread 0 is the idle thread
+        self.nvcpu = len(config.vcpus)
+        nt = len(tasks)
+        nv = self.nvcpu
+        # Context ids: 1..nt threads' user state, then vCPUs, then per-thread
+        # kernel-mode NEON state, then softirq scratch. 0 is "none".
+        self.vctx = [nt + 1 + v for v in range(nv)]
+        self.kn_ctx = [0] + [nt + nv + t for t in range(1, nt + 1)]
+        self.kn_owner = {nt + nv + t: t for t in range(1, nt + 1)}
+        self.sirq_ctx = 2 * nt + nv + 1
+        self.nctx = self.sirq_ctx + 1
+        self.has_sve = True
+        self.has_sme = config.has("sme")
+
+        names = {0: "none", GARBAGE: "garbage"}
+        for i, ts in enumerate(tasks, start=1):
+            names[i] = ts.name
+            names[self.kn_ctx[i]] = f"{ts.name}/kernel-NEON"
+        for v, vs in enumerate(config.vcpus):
+            names[self.vctx[v]] = vs.name
+        names[self.sirq_ctx] = "softirq-NEON"
+        self.names = names
+        self.thread_names = ["idle"] + [t.name for t in tasks]
+
+        self.vcpu_of = [-1] + [t.vcpu for t in tasks]
+        self.vthread = [0] * nv
+        for i, ts in enumerate(tasks, start=1):
+            if ts.vcpu >= 0:
+                self.vthread[ts.vcpu] = i
+        self.task_sve = [False] + [t.sve for t in tasks]
+        self.task_kneon = [False] + [t.kneon for t in tasks]
+        self.vcpu_sve = [v.sve for v in config.vcpus]
+        # Per-context vector length and image sizes.
+        ctx_vl = [128] * self.nctx
+        for i, ts in enumerate(tasks, start=1):
+            ctx_vl[i] = ts.vl
+        for v, vs in enumerate(config.vcpus):
+            ctx_vl[self.vctx[v]] = vs.vl
+        self.ctx_vl = ctx_vl
+        self.fpsimd_bytes = [520] * self.nctx
+        for v, vs in enumerate(config.vcpus):
+            if vs.aarch32:
+                self.fpsimd_bytes[self.vctx[v]] = 528  # + FPEXC32_EL2
+        self.sve_bytes = [_sve_bytes(vl) for vl in ctx_vl]
+
+        self._build_layout()
+        self.prog = build_program(policy, self.hc.kernel_neon_preemptible)
+        pts = self.prog.points
+        self.p_fn = [p.fn for p in pts]
+        self.p_kind = [p.kind for p in pts]
+        self.p_sirq = [p.sirq for p in pts]
+        self.p_preempt = [p.preempt for p in pts]
+        self.p_check = [p.check for p in pts]
+        self.p_chain = [p.kind == K_STEP and not p.sirq and not p.preempt for p in pts]
+        # Rest points: where a thread may sit while others run (its state must be
+        # recoverable there). Inside a hook, only preemptible gaps count.
+        self.p_rest = [p.kind in (K_IDLE, K_USER, K_GUEST, K_REST) or p.preempt for p in pts]
+        self.p_irqs_off = [p.irqs_off for p in pts]
+        self.p_bh_off = [p.bh_off for p in pts]
+        L = self.prog.labels
+        self.L_IDLE, self.L_USER, self.L_SYS = L["IDLE"], L["USER"], L["SYS"]
+        self.L_KNEON, self.L_RUN, self.L_TOP = L["KNEON"], L["RUN"], L["TOP"]
+        self.L_GUEST, self.L_EXIT, self.L_POST = L["GUEST"], L["EXIT"], L["POST"]
+        self.L_OUT, self.L_RET, self.L_SCHED_IN = L["OUT"], L["RET"], L["SCHED_IN"]
+        self._init_state()
+
+        self.ctr = C.new()
+        self.vio: list[Violation] = []
+        # (context, lost lo, lost hi) already reported, so a lost state is
+        # reported once by the simulator rather than at every later event.
+        self.reported_lost: set[tuple[int, int, int]] = set()
+        self.dedupe_lost = False  # the simulator turns it on; the checker never does
+        # Execution context of the step being run (WARN_ON conditions read it).
+        self.in_softirq = False
+        self.irqs_off = False
+        self.check_invariants = True
+
+    # ------------------------------------------------------------------ layout
+
+    def _build_layout(self) -> None:
+        L = Layout({CPU: self.ncpu, THREAD: self.nthreads, CTX: self.nctx, VCPU: self.nvcpu})
+        # Per CPU: live registers and their metadata.
+        self.cur = L.add("cpu.current", CPU, 0, REF_THREAD)
+        self.lo = L.add("cpu.regs.fpsimd", CPU, ZERO, TAG_LO)
+        self.hi = L.add("cpu.regs.sve_upper", CPU, ZERO, TAG_HI)
+        self.vl = L.add("cpu.zcr_vl", CPU, 128)
+        self.bound = L.add("cpu.fpsimd_last_state", CPU, NONE, REF_CTX)
+        self.to_save = L.add("cpu.fpsimd_last_state.to_save", CPU, 0)
+        self.bound_vl = L.add("cpu.fpsimd_last_state.sve_vl", CPU, 128)
+        self.zen = L.add("cpu.cpacr.zen_el0", CPU, 0)
+        self.gtrap = L.add("cpu.cptr.guest_fp_trap", CPU, 1)
+        self.sm = L.add("cpu.svcr.sm", CPU, 0)
+        self.online = L.add("cpu.online", CPU, 1)
+        # Per context: saved images, binding, and the ghost "latest value".
+        self.mem_lo = L.add("ctx.fpsimd_state", CTX, ZERO, TAG_LO)
+        self.mem_zlo = L.add("ctx.sve_state.low", CTX, ZERO, TAG_LO)
+        self.mem_hi = L.add("ctx.sve_state.upper", CTX, ZERO, TAG_HI)
+        self.fp_type = L.add("ctx.fp_type", CTX, FP_STATE_FPSIMD)
+        self.fcpu = L.add("ctx.fpsimd_cpu", CTX, NO_CPU, REF_CPU)
+        self.want_lo = L.add("ghost.latest.fpsimd", CTX, ZERO, TAG_LO)
+        self.want_hi = L.add("ghost.latest.sve_upper", CTX, ZERO, TAG_HI)
+        self.ver = L.add("ghost.version", CTX, 0, REF_VER)
+        self.permit = L.add("ghost.sve_discard_allowed", CTX, 0)
+        # Per thread: where it is, and the thread_info flags.
+        self.pc = L.add("thread.pc", THREAD, 0, REF_PC)
+        self.rq = L.add("thread.runqueue", THREAD, 0, REF_CPU)
+        self.foreign = L.add("thread.TIF_FOREIGN_FPSTATE", THREAD, 1)
+        self.tif_sve = L.add("thread.TIF_SVE", THREAD, 0)
+        self.kfp = L.add("thread.TIF_KERNEL_FPSTATE", THREAD, 0)
+        self.insys = L.add("thread.in_syscall", THREAD, 0)
+        self.resume = L.add("thread.resume_pc", THREAD, 0, REF_PC)
+        # Per vCPU.
+        self.vcpu_cpu = L.add("vcpu.cpu", VCPU, NO_CPU, REF_CPU)
+        self.exitcls = L.add("vcpu.exit_class", VCPU, EXIT_KERNEL)
+        self.gvl = L.add("vcpu.zcr_el1_vl", VCPU, 128)
+        # Policy fields.
+        self.pf: dict[str, list[int]] = {}
+        self.stash_slots: list[tuple[int, bool]] = []  # (index, is_hi)
+        dims = ((CPU, self.policy.cpu_fields), (THREAD, self.policy.thread_fields),
+                (VCPU, self.policy.vcpu_fields))
+        for dim, fields in dims:
+            for fname, spec in fields.items():
+                idx = L.add(f"{self.policy.name}.{dim}.{fname}", dim, spec.init, spec.ref,
+                            owner=self.policy.name)
+                self.pf[fname] = idx
+                if spec.stash:
+                    self.stash_slots.extend((i, spec.ref == TAG_HI) for i in idx)
+        self.layout = L
+
+    def _init_state(self) -> None:
+        s = list(self.layout.init)
+        cfg = self.config
+        for c in range(1, self.nctx):
+            if c == self.sirq_ctx:
+                continue
+            t0 = tag(c, 1)
+            s[self.ver[c]] = 1
+            s[self.want_lo[c]] = t0
+            s[self.mem_lo[c]] = t0
+            s[self.mem_zlo[c]] = t0
+        for v, vs in enumerate(cfg.vcpus):
+            s[self.gvl[v]] = vs.vl
+        for i, ts in enumerate(cfg.tasks, start=1):
+            s[self.pc[i]] = self.L_SYS  # every thread starts in the kernel, about to return
+            s[self.rq[i]] = ts.cpu
+        s[self.pc[0]] = self.L_IDLE
+        for k in range(self.ncpu):
+            s[self.vl[k]] = 128
+        self.init_state = tuple(s)
+
+    # ---------------------------------------------------------------- naming
+
+    def name(self, c: int) -> str:
+        return self.names.get(c, f"ctx{c}")
+
+    def tname(self, t: int) -> str:
+        return self.thread_names[t]
+
+    def tagname(self, t: int) -> str:
+        return describe(t, self.names)
+
+    def violate(self, invariant: str, message: str, cpu: int, contexts: tuple[int, ...]) -> None:
+        self.vio.append(Violation(invariant, message, cpu, contexts))
+
+    # ------------------------------------------------------------ ghost writes
+
+    def write(self, s: list[int], k: int, c: int, sve: bool) -> None:
+        """Context c writes its live registers on CPU k: a new version."""
+        v = s[self.ver[c]] + 1
+        s[self.ver[c]] = v
+        t = (v << OWNER_BITS) | c
+        s[self.lo[k]] = t
+        s[self.want_lo[c]] = t
+        if sve:
+            s[self.hi[k]] = t
+            s[self.want_hi[c]] = t
+        else:
+            # An FPSIMD write zeroes the upper bits of the Z registers.
+            s[self.hi[k]] = ZERO
+            s[self.want_hi[c]] = ZERO
+        s[self.permit[c]] = 0
+
+    # ------------------------------------------------------------------ steps
+
+    def run_point(self, s: list[int], k: int, t: int) -> None:
+        """Run thread t's step at its pc, then every glued step after it."""
+        pcf = self.pc[t]
+        fns = self.p_fn
+        chain = self.p_chain
+        while True:
+            pc = s[pcf]
+            self.irqs_off = self.p_irqs_off[pc]
+            self.in_softirq = self.p_bh_off[pc]
+            nxt = fns[pc](self, s, k, t)
+            if nxt is None:
+                nxt = pc + 1
+            s[pcf] = nxt
+            if not chain[nxt]:
+                break
+        self.irqs_off = False
+        self.in_softirq = False
+
+    def apply(self, s: list[int], a: tuple[int, int, int]) -> None:
+        kind = a[0]
+        if kind == STEP:
+            k = a[1]
+            self.run_point(s, k, s[self.cur[k]])
+        elif kind == SCHED:
+            self.sched(s, a[1], a[2])
+        elif kind == SIRQ:
+            self.softirq_neon(s, a[1])
+        elif kind == UFP:
+            k = a[1]
+            self.ctr[C.HOST_FP_USES] += 1
+            self.write(s, k, s[self.cur[k]], False)
+        elif kind == USVE:
+            self.user_sve(s, a[1])
+        elif kind == SYSCALL:
+            k = a[1]
+            t = s[self.cur[k]]
+            H.syscall_enter(self, s, k, t)
+            s[self.pc[t]] = self.L_SYS
+        elif kind == KVMRUN:
+            k = a[1]
+            t = s[self.cur[k]]
+            H.syscall_enter(self, s, k, t)
+            s[self.pc[t]] = self.L_RUN
+        elif kind == KNEON:
+            self.task_neon(s, a[1])
+        elif kind in (GFP, GSVE):
+            self.guest_fp(s, a[1], kind == GSVE)
+        elif kind == GEXIT:
+            self.guest_exit(s, a[1], a[2])
+        elif kind == MIGRATE:
+            s[self.rq[a[1]]] = a[2]
+            self.ctr[C.MIGRATIONS] += 1
+        elif kind == READ:
+            pass
+        else:
+            raise ValueError(f"unknown action kind {kind}")
+        if self.check_invariants and kind != MIGRATE:
+            self.check_cpu(s, a[1])
+
+    def sched(self, s: list[int], k: int, nxt: int) -> None:
+        """__schedule() on CPU k: prev -> nxt, IRQs off throughout."""
+        prev = s[self.cur[k]]
+        if prev:
+            v = self.vcpu_of[prev]
+            if v >= 0 and s[self.vcpu_cpu[v]] != NO_CPU:
+                # kvm_sched_out -> kvm_arch_vcpu_put, then kvm_sched_in on return.
+                self.irqs_off = True
+                for st in self.policy.vcpu_put:
+                    st.fn(self, s, k, prev)
+                s[self.vcpu_cpu[v]] = NO_CPU
+                self.ctr[C.VCPU_PUTS] += 1
+                s[self.resume[prev]] = s[self.pc[prev]]
+                s[self.pc[prev]] = self.L_SCHED_IN
+                self.irqs_off = False
+        H.fpsimd_thread_switch(self, s, k, prev, nxt)
+        s[self.cur[k]] = nxt
+        if nxt:
+            s[self.rq[nxt]] = k
+            if s[self.pc[nxt]] == self.L_USER:
+                # next was preempted on its way back to EL0: it finishes ret_to_user.
+                H.fpsimd_restore_current_state(self, s, k, nxt)
+        self.ctr[C.CTX_SWITCHES] += 1
+
+    def softirq_neon(self, s: list[int], k: int) -> None:
+        """A softirq on CPU k uses kernel-mode NEON (dm-crypt, IPsec...)."""
+        self.in_softirq = True
+        H.kernel_neon_begin(self, s, k, True)
+        scratch = tag(self.sirq_ctx, 1)
+        s[self.lo[k]] = scratch
+        s[self.hi[k]] = scratch
+        H.kernel_neon_end(self, s, k, True)
+        self.in_softirq = False
+        t = s[self.cur[k]]
+        if t and s[self.pc[t]] == self.L_USER:
+            # The interrupt returns to EL0 through ret_to_user (IRQs off).
+            H.fpsimd_restore_current_state(self, s, k, t)
+
+    def task_neon(self, s: list[int], k: int) -> None:
+        """kernel_neon_begin() in task context (inside a syscall)."""
+        t = s[self.cur[k]]
+        c = self.kn_ctx[t]
+        H.kernel_neon_begin(self, s, k, False)
+        self.write(s, k, c, True)
+        if self.hc.kernel_neon_preemptible:
+            s[self.pc[t]] = self.L_KNEON
+        else:
+            H.kernel_neon_end(self, s, k, False)
+
+    def user_sve(self, s: list[int], k: int) -> None:
+        t = s[self.cur[k]]
+        if not s[self.zen[k]]:
+            H.do_sve_acc(self, s, k, t)
+            # The trap returns through ret_to_user, which reloads the state if it
+            # was in memory, before the instruction is retried.
+            H.fpsimd_restore_current_state(self, s, k, t)
+        self.ctr[C.HOST_FP_USES] += 1
+        self.write(s, k, t, True)
+
+    def guest_fp(self, s: list[int], k: int, sve: bool) -> None:
+        t = s[self.cur[k]]
+        v = self.vcpu_of[t]
+        if s[self.gtrap[k]]:
+            self.ctr[C.GUEST_FP_TRAPS] += 1
+            self.irqs_off = True
+            trap = self.policy.hyp_fp_trap
+            if trap is None:
+                self.violate("no-bug", "guest FP access trapped but the policy has no handler",
+                             k, (self.vctx[v],))
+            else:
+                trap(self, s, k, t, v, sve)
+            self.irqs_off = False
+        self.write(s, k, self.vctx[v], sve)
+
+    def guest_exit(self, s: list[int], k: int, cls: int) -> None:
+        t = s[self.cur[k]]
+        v = self.vcpu_of[t]
+        s[self.exitcls[v]] = cls
+        self.ctr[C.GUEST_EXITS] += 1
+        s[self.pc[t]] = self.L_EXIT
+        if self.p_chain[self.L_EXIT]:
+            self.run_point(s, k, t)
+
+    # -------------------------------------------------------------- invariants
+
+    def readable(self, s: list[int], k: int) -> tuple[int, bool, bool]:
+        """Who can read CPU k's registers right now: (context, lo?, hi?)."""
+        t = s[self.cur[k]]
+        if not t:
+            return 0, False, False
+        chk = self.p_check[s[self.pc[t]]]
+        if chk == CHK_USER:
+            return t, True, bool(s[self.zen[k]])
+        if chk == CHK_GUEST:
+            if s[self.gtrap[k]]:
+                return 0, False, False
+            v = self.vcpu_of[t]
+            return self.vctx[v], True, self.vcpu_sve[v]
+        if chk == CHK_KNEON:
+            return self.kn_ctx[t], True, False
+        return 0, False, False
+
+    def check_cpu(self, s: list[int], k: int) -> None:
+        """Integrity and confidentiality of whoever can read CPU k's registers."""
+        c, lo_ok, hi_ok = self.readable(s, k)
+        if not c:
+            return
+        got = s[self.lo[k]]
+        if got != s[self.want_lo[c]]:
+            self._bad_read(s, k, c, "FPSIMD V0-V31", got, s[self.want_lo[c]])
+            return
+        if hi_ok:
+            got = s[self.hi[k]]
+            want = s[self.want_hi[c]]
+            if got != want and not (got == ZERO and s[self.permit[c]]):
+                self._bad_read(s, k, c, "SVE Z upper bits/P/FFR", got, want)
+
+    def _bad_read(self, s: list[int], k: int, c: int, bank: str, got: int, want: int) -> None:
+        owner = got & OWNER_MASK
+        who = self.name(c)
+        if owner not in (c, 0, GARBAGE):
+            self.violate("confidentiality",
+                         f"{who} on CPU{k} can read {bank} = {self.tagname(got)}, a value of "
+                         f"{self.name(owner)} (its own latest is {self.tagname(want)})",
+                         k, (c, owner))
+        else:
+            self.violate("integrity",
+                         f"{who} on CPU{k} reads {bank} = {self.tagname(got)}, not its latest "
+                         f"value {self.tagname(want)}", k, (c,))
+        # Adopt what was read so one fault is reported once, not at every step.
+        if bank.startswith("FPSIMD"):
+            s[self.want_lo[c]] = got
+        else:
+            s[self.want_hi[c]] = got
+
+    def exempt(self, s: list[int]) -> set[int]:
+        """Contexts whose state is legitimately in flight in this state."""
+        out: set[int] = set()
+        for k in range(self.ncpu):
+            t = s[self.cur[k]]
+            if not t:
+                continue
+            pc = s[self.pc[t]]
+            v = self.vcpu_of[t]
+            if not self.p_rest[pc]:
+                out.add(t)
+                out.add(self.kn_ctx[t])
+                if v >= 0:
+                    out.add(self.vctx[v])
+            elif v >= 0 and self.p_kind[pc] == K_GUEST:
+                out.add(self.vctx[v])
+        return out
+
+    def image(self, s: list[int], c: int) -> tuple[int, int]:
+        """What a reload of c's saved image would put in (lo, hi)."""
+        if s[self.fp_type[c]] == FP_STATE_SVE:
+            return s[self.mem_zlo[c]], s[self.mem_hi[c]]
+        return s[self.mem_lo[c]], ZERO
+
+    def check_recoverable(self, s: list[int]) -> None:
+        """At a quiescent point every context's latest state is somewhere safe."""
+        exempt = self.exempt(s)
+        stash = self.stash_slots
+        aliases = self.policy.aliases
+        for c in self.live_contexts(s):
+            if c in exempt:
+                continue
+            if c in self.kn_owner:
+                # Kernel-mode NEON state lives in the registers of the CPU its task
+                # runs on (TIF_KERNEL_FPSTATE), or in the task's save area.
+                t = self.kn_owner[c]
+                k = self.running_on(s, t)
+                if s[self.mem_lo[c]] == s[self.want_lo[c]] or (
+                        k >= 0 and s[self.lo[k]] == s[self.want_lo[c]]):
+                    continue
+                self.violate("recoverability", f"the kernel-mode NEON state of {self.tname(t)} "
+                             "is lost", k, (c,))
+                return
+            want_lo = s[self.want_lo[c]]
+            want_hi = s[self.want_hi[c]]
+            hi_matters = self._hi_matters(s, c)
+            areas = (c,) + (aliases(self, s, c) if aliases else ())
+            ok = False
+            for a in areas:
+                lo, hi = self.image(s, a)
+                if lo == want_lo and (not hi_matters or hi == want_hi
+                                      or (hi == ZERO and s[self.permit[c]])):
+                    ok = True
+                    break
+            if not ok and any(s[i] == want_lo for i, is_hi in stash if not is_hi) \
+                    and not hi_matters:
+                ok = True
+            if ok:
+                continue
+            holders = [k for k in range(self.ncpu)
+                       if s[self.bound[k]] in areas and s[self.lo[k]] == want_lo
+                       and (not hi_matters or s[self.hi[k]] == want_hi
+                            or (s[self.hi[k]] == ZERO and s[self.permit[c]]))]
+            if len(holders) == 1:
+                continue
+            if self.dedupe_lost:
+                key = (c, want_lo, want_hi)
+                if key in self.reported_lost:
+                    continue
+                self.reported_lost.add(key)
+            if not holders:
+                self.violate("recoverability",
+                             f"the latest state of {self.name(c)} ({self.tagname(want_lo)}) is "
+                             "neither in memory nor live on a CPU bound to it: it is lost",
+                             -1, (c,))
+            else:
+                self.violate("recoverability",
+                             f"the latest state of {self.name(c)} is live and bound on "
+                             f"CPUs {holders}: two CPUs claim it", holders[0], (c,))
+            return
+
+    def _hi_matters(self, s: list[int], c: int) -> bool:
+        if c < self.nthreads:
+            return bool(s[self.tif_sve[c]]) or s[self.want_hi[c]] != ZERO
+        for v in range(self.nvcpu):
+            if self.vctx[v] == c:
+                return self.vcpu_sve[v]
+        return False
+
+    def live_contexts(self, s: list[int]) -> Iterable[int]:
+        yield from range(1, self.nthreads)
+        yield from self.vctx
+        if self.hc.kernel_neon_preemptible:
+            for t in range(1, self.nthreads):
+                if s[self.kfp[t]]:
+                    yield self.kn_ctx[t]
+
+    # -------------------------------------------------------------- enabling
+
+    def enabled(self, s: tuple[int, ...] | list[int], features: frozenset[str]) -> list[tuple]:
+        """Every action enabled in state s (the checker's successor relation)."""
+        out: list[tuple[int, int, int]] = []
+        nthreads = self.nthreads
+        sirq_on = "softirq-neon" in features
+        for k in range(self.ncpu):
+            t = s[self.cur[k]]
+            if t == 0:
+                kind = K_IDLE
+                pc = self.L_IDLE
+            else:
+                pc = s[self.pc[t]]
+                kind = self.p_kind[pc]
+            if kind == K_GUEST:
+                out.append((GFP, k, 0))
+                if self.vcpu_sve[self.vcpu_of[t]] and "guest-sve" in features:
+                    out.append((GSVE, k, 0))
+                out.append((GEXIT, k, EXIT_KERNEL))
+                if "exit-user" in features:
+                    out.append((GEXIT, k, EXIT_USER))
+                continue
+            if kind == K_USER:
+                out.append((UFP, k, 0))
+                if self.task_sve[t] and "sve" in features:
+                    out.append((USVE, k, 0))
+                if self.vcpu_of[t] >= 0:
+                    out.append((KVMRUN, k, 0))
+                else:
+                    out.append((SYSCALL, k, 0))
+            elif kind != K_IDLE:
+                out.append((STEP, k, 0))
+                if pc == self.L_SYS and self.task_kneon[t] and "kernel-neon" in features:
+                    out.append((KNEON, k, 0))
+            if sirq_on and self.p_sirq[pc]:
+                out.append((SIRQ, k, 0))
+            if self.p_preempt[pc]:
+                for u in range(nthreads):
+                    if u != t and (u == 0 or (s[self.rq[u]] == k and not self._running(s, u))):
+                        out.append((SCHED, k, u))
+        if "migration" in features and self.ncpu > 1:
+            for u in range(1, nthreads):
+                if not self._running(s, u):
+                    for d in range(self.ncpu):
+                        if d != s[self.rq[u]]:
+                            out.append((MIGRATE, u, d))
+        return out
+
+    def _running(self, s, u: int) -> bool:
+        cur = self.cur
+        return any(s[cur[k]] == u for k in range(self.ncpu))
+
+    # -------------------------------------------------------------- utilities
+
+    def new_state(self) -> list[int]:
+        return list(self.init_state)
+
+    def running_on(self, s, t: int) -> int:
+        for k in range(self.ncpu):
+            if s[self.cur[k]] == t:
+                return k
+        return -1
+
+    def point_name(self, pc: int) -> str:
+        p = self.prog.points[pc]
+        return f"{p.hook}: {p.name}" if p.hook else p.name
+
+    def action_text(self, s, a: tuple[int, int, int]) -> str:
+        kind, x, y = a
+        if kind == MIGRATE:
+            return f"migrate {self.tname(x)} to CPU{y}"
+        t = s[self.cur[x]]
+        who = self.tname(t)
+        if kind == STEP:
+            return f"{who}: {self.point_name(s[self.pc[t]])}"
+        if kind == SCHED:
+            return f"switch {who} -> {self.tname(y)}"
+        if kind == SIRQ:
+            return f"softirq kernel-mode NEON (interrupting {who})"
+        if kind == GEXIT:
+            return f"{who}: guest exit ({'to the VMM' if y == EXIT_USER else 'handled in kernel'})"
+        v = self.vcpu_of[t]
+        vname = self.name(self.vctx[v]) if v >= 0 else who
+        return {
+            UFP: f"{who} writes FPSIMD at EL0",
+            USVE: f"{who} writes SVE at EL0",
+            SYSCALL: f"{who}: syscall",
+            KVMRUN: f"{who}: ioctl(KVM_RUN)",
+            KNEON: f"{who}: kernel_neon_begin() in a syscall",
+            GFP: f"{vname}: guest writes FPSIMD",
+            GSVE: f"{vname}: guest writes SVE",
+            READ: f"{who}: reads its registers",
+        }.get(kind, ACTION_NAMES[kind])
+
+
+__all__ = [
+    "Model", "Violation", "STEP", "SCHED", "MIGRATE", "SIRQ", "UFP", "USVE", "SYSCALL",
+    "KVMRUN", "KNEON", "GFP", "GSVE", "GEXIT", "READ", "ACTION_NAMES", "K_REST",
+    "CHK_NONE", "TAG_LO", "TAG_HI", "REF_CTX", "REF_CPU", "REF_THREAD",
+]
