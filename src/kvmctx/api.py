@@ -1,0 +1,178 @@
+"""The library entry points the CLI, sweeps and reports share.
+
+``run(...)`` is one simulation: a policy on a workload for a number of
+events with a seed, priced with a cost profile. Its result's ``as_json()``
+is the public JSON contract of ``kvmctx run --json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from kvmctx import __version__
+from kvmctx import policies as P
+from kvmctx.costs.profiles import CostProfile, load_profile
+from kvmctx.engines.simulator import SimResult, Simulator
+from kvmctx.model import counters as C
+from kvmctx.model.machine import Model
+from kvmctx.policies.base import Policy
+from kvmctx.workloads import scenarios as S
+from kvmctx.workloads.workload import Workload, validate_knob
+
+
+class UsageError(ValueError):
+    """Bad input from the user: reported as one line with exit status 2."""
+
+
+def resolve_policy(name: str | Policy) -> Policy:
+    if isinstance(name, Policy):
+        return name
+    try:
+        return P.get(name)
+    except KeyError:
+        raise UsageError(f"unknown policy {name!r}; valid: {', '.join(P.names())}") from None
+
+
+def resolve_workload(scenario: str | Workload, knobs: dict[str, Any] | None = None
+                     ) -> tuple[str, Workload]:
+    if isinstance(scenario, Workload):
+        name, w = "custom", scenario
+    else:
+        try:
+            name, w = scenario, S.get(scenario).workload
+        except KeyError:
+            raise UsageError(f"unknown scenario {scenario!r}; valid: "
+                             f"{', '.join(S.SCENARIOS)}") from None
+    clean: dict[str, Any] = {}
+    for key, val in (knobs or {}).items():
+        if val is None:
+            continue
+        try:
+            clean[key] = validate_knob(key, val)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    if clean:
+        w = w.with_knobs(**clean)
+    return name, w
+
+
+def adapt_workload(policy: Policy, w: Workload, explicit: dict[str, Any]
+                   ) -> tuple[Workload, list[str]]:
+    """Fit a scenario to what a design's era could run, or refuse an explicit request.
+
+    A built-in scenario with SVE vCPUs still runs on a design that predates vCPU
+    SVE (v5.2): its vCPUs run FPSIMD-only, as the guest would on that kernel, and
+    the result says so. Asking for SVE explicitly (``--vl``) on such a design is a
+    usage error.
+    """
+    notes: list[str] = []
+    needed = w.features()
+    missing = needed - policy.supports
+    if not missing:
+        return w, notes
+    if "vl" in explicit or "guest_sve" in explicit and explicit["guest_sve"]:
+        raise UsageError(f"policy {policy.name} cannot model {', '.join(sorted(missing))} "
+                         f"(asked for with --vl/--guest-sve); valid designs for SVE: those "
+                         f"whose 'kvmctx policies' row supports it")
+    if "guest-sve" in missing:
+        w = replace(w, vcpus=tuple(replace(v, sve=False) for v in w.vcpus), guest_sve=0.0)
+        notes.append(f"{policy.name} predates vCPU SVE: SVE vCPUs run FPSIMD-only here")
+    if "sve" in missing:
+        w = replace(w, tasks=tuple(replace(t, sve=False) for t in w.tasks))
+        notes.append(f"{policy.name} has no SVE: SVE host tasks run FPSIMD-only here")
+    still = sorted(w.features() - policy.supports)
+    if still:
+        raise UsageError(f"policy {policy.name} cannot model feature(s) {', '.join(still)} "
+                         "that this workload uses")
+    return w, notes
+
+
+@dataclass
+class RunResult:
+    policy: str
+    scenario: str
+    seed: int
+    events: int
+    sim: SimResult
+    profile: CostProfile
+    workload: Workload
+    knobs: dict[str, Any] = field(default_factory=dict)
+    assumptions: list[str] = field(default_factory=list)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return C.as_dict(self.sim.counters)
+
+    def cycles(self) -> dict[str, float]:
+        return self.profile.cycles(self.sim.counters)
+
+    def metrics(self) -> dict[str, Any]:
+        c = self.sim.counters
+        cyc = self.cycles()
+        return {
+            "fp_traps": c[C.GUEST_FP_TRAPS] + c[C.HOST_SVE_TRAPS],
+            "saves": c[C.SAVES],
+            "restores": c[C.RESTORES],
+            "bytes_saved": c[C.BYTES_SAVED],
+            "bytes_restored": c[C.BYTES_RESTORED],
+            "guest_exits": c[C.GUEST_EXITS],
+            "cycles": round(cyc["total"]),
+            "violations": self.sim.violations,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        c = self.sim.counters
+        cyc = self.cycles()
+        exits = max(1, c[C.GUEST_EXITS])
+        return {
+            "policy": self.policy,
+            "scenario": self.scenario,
+            "seed": self.seed,
+            "events": self.events,
+            "metrics": self.metrics(),
+            "derived": {
+                "guest_fp_traps": c[C.GUEST_FP_TRAPS],
+                "host_sve_traps": c[C.HOST_SVE_TRAPS],
+                "saves_restores_per_1k_exits": round(1000 * (c[C.SAVES] + c[C.RESTORES]) / exits,
+                                                     3),
+                "fp_traps_per_1k_exits": round(1000 * c[C.GUEST_FP_TRAPS] / exits, 3),
+                "cycles_per_exit": round(cyc["total"] / exits, 3),
+                "guest_fp_segments": self.sim.segments_fp,
+                "guest_segments": self.sim.segments,
+            },
+            "cycles_breakdown": {k: round(v) for k, v in cyc.items()},
+            "counters": C.as_dict(c),
+            "exit_reasons": self.sim.exit_reasons,
+            "violations_by_invariant": self.sim.violations_by_invariant,
+            "violation_examples": self.sim.violation_records,
+            "cost_profile": self.profile.name,
+            "knobs": self.knobs,
+            "assumptions": self.assumptions,
+            "kvmctx_version": __version__,
+        }
+
+
+def run(policy: str | Policy = "upstream-6.14", scenario: str | Workload = "default",
+        seed: int = 0, events: int = 100_000, knobs: dict[str, Any] | None = None,
+        cost_profile: str | CostProfile | None = None, invariants: bool = True,
+        progress: Any = None) -> RunResult:
+    if events < 0:
+        raise UsageError("events must be >= 0")
+    if seed < 0:
+        raise UsageError("seed must be >= 0")
+    pol = resolve_policy(policy)
+    sc_name, w = resolve_workload(scenario, knobs)
+    w, notes = adapt_workload(pol, w, knobs or {})
+    try:
+        prof = cost_profile if isinstance(cost_profile, CostProfile) else load_profile(cost_profile)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    model = Model(w.model_config(), pol)
+    sim = Simulator(model, w, seed=seed, invariants=invariants)
+    res = sim.run(events, progress=progress)
+    assumptions = [f"guest FP use: {w.guest_fp_pattern} with p={w.guest_fp} per run segment"]
+    assumptions += notes
+    assumptions += [f"cost {k}: {c.source}" for k, c in prof.costs.items() if c.mark == "a"]
+    return RunResult(pol.name, sc_name, seed, events, res, prof, w,
+                     {k: v for k, v in (knobs or {}).items() if v is not None}, assumptions)
