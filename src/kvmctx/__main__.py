@@ -1,0 +1,3 @@
+from kvmctx.cli.main import entry
+
+entry()
