@@ -244,6 +244,28 @@ def list_scenarios(json_out: bool = typer.Option(False, "--json")) -> None:
     out.print(t)
 
 
+# Commands that live in their own modules register themselves here. A module that
+# is not there yet is skipped; any other import error is a bug and is raised.
+_PLUGINS = ("cmd_check", "cmd_trace", "cmd_report", "cmd_sweep", "cmd_bench", "cmd_validate")
+
+
+def _register_plugins() -> None:
+    import importlib
+
+    for name in _PLUGINS:
+        modname = f"kvmctx.cli.{name}"
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name == modname:
+                continue
+            raise
+        mod.register(app)
+
+
+_register_plugins()
+
+
 def entry() -> None:
     """Console script: usage errors become one line on stderr with exit status 2.
 

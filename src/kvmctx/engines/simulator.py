@@ -59,7 +59,8 @@ class SimResult:
 
 class Simulator:
     def __init__(self, model: Model, workload: Workload, seed: int = 0,
-                 invariants: bool = True, trace: list | None = None) -> None:
+                 invariants: bool = True, trace: list | None = None,
+                 observer: Any = None) -> None:
         self.m = model
         self.w = workload
         self.seed = seed
@@ -69,7 +70,9 @@ class Simulator:
         self.rng = random.Random(seed)
         self.gap_rng = random.Random((seed << 1) ^ 0x5EED)
         self.s = model.new_state()
-        self.trace = trace  # optional list receiving (event, cpu, action, violation?) tuples
+        self.trace = trace  # optional list receiving (event, action, n_violations) tuples
+        # optional callable observer(sim, action, new_violations) after every applied action
+        self.observer = observer
         m = model
         n = m.nthreads
         ws = workload
@@ -108,6 +111,8 @@ class Simulator:
         m.apply(self.s, a)
         if self.trace is not None:
             self.trace.append((self.event, a, len(m.vio)))
+        if self.observer is not None:
+            self.observer(self, a, list(m.vio))
         if m.vio:
             self._collect()
 
