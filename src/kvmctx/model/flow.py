@@ -117,7 +117,11 @@ def st_irq_enable(m, s, k, t):
 
 def st_handle_exit(m, s, k, t):
     """preempt_enable(); handle_exit(): back into the loop or out to userspace."""
-    if s[m.exitcls[m.vcpu_of[t]]] == EXIT_USER:
+    v = m.vcpu_of[t]
+    # The exit class and the guest trap setting are dead until the next exit/entry.
+    s[m.gtrap[k]] = 1
+    if s[m.exitcls[v]] == EXIT_USER:
+        s[m.exitcls[v]] = EXIT_KERNEL
         m.ctr[C.EXITS_TO_USER] += 1
         return m.L_OUT
     return m.L_TOP
@@ -138,7 +142,9 @@ def st_ioctl_return(m, s, k, t):
 
 def st_sched_in_resume(m, s, k, t):
     """kvm_sched_in() done: finish_task_switch() returns into the preempted code."""
-    return s[m.resume[t]]
+    pc = s[m.resume[t]]
+    s[m.resume[t]] = 0
+    return pc
 
 
 def _marks(gap: str, default: str) -> tuple[bool, bool]:
@@ -219,5 +225,5 @@ def build_program(policy: Policy, kernel_neon_preemptible: bool,
                 where="virt/kvm/kvm_main.c: kvm_sched_in"), "SCHED_IN")
     _hook(P, "vcpu_load", policy.vcpu_load, GAP_SOFTIRQ, first_gap=GAP_NONE)
     _hook(P, "vcpu_load", sysreg_load, GAP_SOFTIRQ)
-    P.add(Point("finish_task_switch(): resume", K_STEP, fn=st_sched_in_resume, sirq=True))
+    P.add(Point("finish_task_switch(): resume", K_STEP, fn=st_sched_in_resume))
     return P

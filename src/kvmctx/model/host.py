@@ -126,13 +126,13 @@ def fpsimd_save_user_state(m, s: list[int], k: int) -> None:
         # v4.x: the format comes from current's TIF_SVE and the SVE image is
         # current's own sve_state, whatever the binding says (2955bcc8c309).
         save_sve = bool(s[m.tif_sve[cur]]) and m.has_sve
-        want_vl = m.ctx_vl[cur]
+        want_vl = m.ctx_vq[cur]
         target = cur if save_sve else c
     if save_sve:
         if s[m.vl[k]] != want_vl:
-            m.violate("no-bug", f"fpsimd_save_user_state(): live VL {s[m.vl[k]]} != expected "
-                      f"VL {want_vl}: WARN, SIGKILL to {m.name(cur)} and its state is not saved",
-                      k, (cur, c))
+            m.violate("no-bug", f"fpsimd_save_user_state(): live VL {128 * s[m.vl[k]]} != "
+                      f"expected VL {128 * want_vl}: WARN, SIGKILL to {m.name(cur)} and its "
+                      "state is not saved", k, (cur, c))
             return
         s[m.mem_zlo[target]] = s[m.lo[k]]
         s[m.mem_hi[target]] = s[m.hi[k]]
@@ -152,6 +152,10 @@ def fpsimd_save_user_state(m, s: list[int], k: int) -> None:
 def fpsimd_flush_cpu_state(m, s: list[int], k: int) -> None:
     """Forget what the registers hold: nobody may trust them now."""
     s[m.bound[k]] = NONE
+    # The binding's other fields are dead while it is empty; normalise them so
+    # equal situations are equal states.
+    s[m.to_save[k]] = TO_SAVE_CURRENT
+    s[m.bound_vl[k]] = 1
     if m.hc.flush_cpu_sets_foreign:
         s[m.foreign[s[m.cur[k]]]] = 1
     if m.has_sme:
@@ -194,19 +198,19 @@ def task_fpsimd_load(m, s: list[int], k: int, t: int) -> None:
                 m.violate("no-bug", f"task_fpsimd_load(): {m.name(t)} has an SVE image but "
                           "TIF_SVE is clear (WARN_ON_ONCE)", k, (t,))
                 s[m.tif_sve[t]] = 1
-            load_state(m, s, k, t, True, m.ctx_vl[t])
+            load_state(m, s, k, t, True, m.ctx_vq[t])
         else:
             # Stop tracking SVE for this task until its next SVE use.
             s[m.tif_sve[t]] = 0
             load_state(m, s, k, t, False, 0)
     else:
-        load_state(m, s, k, t, bool(s[m.tif_sve[t]]), m.ctx_vl[t])
+        load_state(m, s, k, t, bool(s[m.tif_sve[t]]), m.ctx_vq[t])
 
 
 def fpsimd_bind_task_to_cpu(m, s: list[int], k: int, t: int) -> None:
     s[m.bound[k]] = t
     s[m.to_save[k]] = TO_SAVE_CURRENT
-    s[m.bound_vl[k]] = m.ctx_vl[t]
+    s[m.bound_vl[k]] = m.ctx_vq[t]
     s[m.fcpu[t]] = k
     # EL0 SVE access follows TIF_SVE (sve_user_enable/disable).
     zen = 1 if s[m.tif_sve[t]] else 0
@@ -303,7 +307,7 @@ def do_sve_acc(m, s: list[int], k: int, t: int) -> None:
     s[m.tif_sve[t]] = 1
     if not s[m.foreign[t]]:
         # Live: zero the upper bits in the registers and rebind (enables EL0 SVE).
-        s[m.vl[k]] = m.ctx_vl[t]
+        s[m.vl[k]] = m.ctx_vq[t]
         s[m.hi[k]] = ZERO
         fpsimd_bind_task_to_cpu(m, s, k, t)
     else:
@@ -333,7 +337,8 @@ def syscall_enter(m, s: list[int], k: int, t: int) -> None:
     m.ctr[C.SYSCALLS] += 1
     if s[m.tif_sve[t]]:
         mode = m.hc.syscall_sve
-        s[m.permit[t]] = 1
+        # The ABI lets the kernel zero the upper bits from here on (moot if zero).
+        s[m.permit[t]] = 1 if s[m.want_hi[t]] != ZERO else 0
         if mode == SYSCALL_DISCARD:
             # sve_user_discard(): stop tracking SVE, trap the next use.
             s[m.tif_sve[t]] = 0

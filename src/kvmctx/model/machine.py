@@ -66,6 +66,7 @@ from kvmctx.model.layout import (
     REF_VER,
     TAG_HI,
     TAG_LO,
+    TAG_ZA,
     THREAD,
     VCPU,
     Layout,
@@ -82,7 +83,7 @@ from kvmctx.model.values import (
     describe,
     tag,
 )
-from kvmctx.policies.base import Policy
+from kvmctx.policies.base import Policy, StateField
 
 STEP, SCHED, MIGRATE, SIRQ, UFP, USVE, SYSCALL, KVMRUN, KNEON, GFP, GSVE, GEXIT, READ = range(13)
 ACTION_NAMES = ("step", "sched", "migrate", "softirq-neon", "user-fp", "user-sve", "syscall",
@@ -155,6 +156,9 @@ class Model:
         for i, ts in enumerate(tasks, start=1):
             if ts.vcpu >= 0:
                 self.vthread[ts.vcpu] = i
+        self.vctx_of_thread = [0] * self.nthreads  # 0: not a VMM thread
+        for v, th in enumerate(self.vthread):
+            self.vctx_of_thread[th] = self.vctx[v]
         self.task_sve = [False] + [t.sve for t in tasks]
         self.task_kneon = [False] + [t.kneon for t in tasks]
         self.vcpu_sve = [v.sve for v in config.vcpus]
@@ -165,11 +169,15 @@ class Model:
         for v, vs in enumerate(config.vcpus):
             ctx_vl[self.vctx[v]] = vs.vl
         self.ctx_vl = ctx_vl
+        self.ctx_vq = [vl // 128 for vl in ctx_vl]  # state fields hold VLs in 128-bit units
         self.fpsimd_bytes = [520] * self.nctx
         for v, vs in enumerate(config.vcpus):
             if vs.aarch32:
                 self.fpsimd_bytes[self.vctx[v]] = 528  # + FPEXC32_EL2
         self.sve_bytes = [_sve_bytes(vl) for vl in ctx_vl]
+        # Contexts whose state must stay recoverable: (ctx, is a thread, hi bank static).
+        self.rec_ctx = [(t, True, False) for t in range(1, self.nthreads)]
+        self.rec_ctx += [(self.vctx[v], False, bool(self.vcpu_sve[v])) for v in range(nv)]
 
         self._build_layout()
         self.prog = build_program(policy, self.hc.kernel_neon_preemptible)
@@ -205,54 +213,97 @@ class Model:
 
     # ------------------------------------------------------------------ layout
 
-    def _build_layout(self) -> None:
-        L = Layout({CPU: self.ncpu, THREAD: self.nthreads, CTX: self.nctx, VCPU: self.nvcpu})
+    # Model fields: (attribute, name, dimension, initial value, what the value refers to).
+    MODEL_FIELDS: tuple[tuple[str, str, str, int, str | None], ...] = (
         # Per CPU: live registers and their metadata.
-        self.cur = L.add("cpu.current", CPU, 0, REF_THREAD)
-        self.lo = L.add("cpu.regs.fpsimd", CPU, ZERO, TAG_LO)
-        self.hi = L.add("cpu.regs.sve_upper", CPU, ZERO, TAG_HI)
-        self.vl = L.add("cpu.zcr_vl", CPU, 128)
-        self.bound = L.add("cpu.fpsimd_last_state", CPU, NONE, REF_CTX)
-        self.to_save = L.add("cpu.fpsimd_last_state.to_save", CPU, 0)
-        self.bound_vl = L.add("cpu.fpsimd_last_state.sve_vl", CPU, 128)
-        self.zen = L.add("cpu.cpacr.zen_el0", CPU, 0)
-        self.gtrap = L.add("cpu.cptr.guest_fp_trap", CPU, 1)
-        self.sm = L.add("cpu.svcr.sm", CPU, 0)
-        self.online = L.add("cpu.online", CPU, 1)
+        ("cur", "cpu.current", CPU, 0, REF_THREAD),
+        ("lo", "cpu.regs.fpsimd", CPU, ZERO, TAG_LO),
+        ("hi", "cpu.regs.sve_upper", CPU, ZERO, TAG_HI),
+        ("vl", "cpu.zcr_vq", CPU, 1, None),  # live VL in 128-bit units
+        ("bound", "cpu.fpsimd_last_state", CPU, NONE, REF_CTX),
+        ("to_save", "cpu.fpsimd_last_state.to_save", CPU, 0, None),
+        ("bound_vl", "cpu.fpsimd_last_state.sve_vq", CPU, 1, None),
+        ("zen", "cpu.cpacr.zen_el0", CPU, 0, None),
+        ("gtrap", "cpu.cptr.guest_fp_trap", CPU, 1, None),
+        ("sm", "cpu.svcr.sm", CPU, 0, None),
+        ("online", "cpu.online", CPU, 1, None),
         # Per context: saved images, binding, and the ghost "latest value".
-        self.mem_lo = L.add("ctx.fpsimd_state", CTX, ZERO, TAG_LO)
-        self.mem_zlo = L.add("ctx.sve_state.low", CTX, ZERO, TAG_LO)
-        self.mem_hi = L.add("ctx.sve_state.upper", CTX, ZERO, TAG_HI)
-        self.fp_type = L.add("ctx.fp_type", CTX, FP_STATE_FPSIMD)
-        self.fcpu = L.add("ctx.fpsimd_cpu", CTX, NO_CPU, REF_CPU)
-        self.want_lo = L.add("ghost.latest.fpsimd", CTX, ZERO, TAG_LO)
-        self.want_hi = L.add("ghost.latest.sve_upper", CTX, ZERO, TAG_HI)
-        self.ver = L.add("ghost.version", CTX, 0, REF_VER)
-        self.permit = L.add("ghost.sve_discard_allowed", CTX, 0)
+        ("mem_lo", "ctx.fpsimd_state", CTX, ZERO, TAG_LO),
+        ("mem_zlo", "ctx.sve_state.low", CTX, ZERO, TAG_LO),
+        ("mem_hi", "ctx.sve_state.upper", CTX, ZERO, TAG_HI),
+        ("fp_type", "ctx.fp_type", CTX, FP_STATE_FPSIMD, None),
+        ("fcpu", "ctx.fpsimd_cpu", CTX, NO_CPU, REF_CPU),
+        ("want_lo", "ghost.latest.fpsimd", CTX, ZERO, TAG_LO),
+        ("want_hi", "ghost.latest.sve_upper", CTX, ZERO, TAG_HI),
+        ("ver", "ghost.version", CTX, 0, REF_VER),
+        ("permit", "ghost.sve_discard_allowed", CTX, 0, None),
         # Per thread: where it is, and the thread_info flags.
-        self.pc = L.add("thread.pc", THREAD, 0, REF_PC)
-        self.rq = L.add("thread.runqueue", THREAD, 0, REF_CPU)
-        self.foreign = L.add("thread.TIF_FOREIGN_FPSTATE", THREAD, 1)
-        self.tif_sve = L.add("thread.TIF_SVE", THREAD, 0)
-        self.kfp = L.add("thread.TIF_KERNEL_FPSTATE", THREAD, 0)
-        self.insys = L.add("thread.in_syscall", THREAD, 0)
-        self.resume = L.add("thread.resume_pc", THREAD, 0, REF_PC)
+        ("pc", "thread.pc", THREAD, 0, REF_PC),
+        ("rq", "thread.runqueue", THREAD, 0, REF_CPU),
+        ("foreign", "thread.TIF_FOREIGN_FPSTATE", THREAD, 1, None),
+        ("tif_sve", "thread.TIF_SVE", THREAD, 0, None),
+        ("kfp", "thread.TIF_KERNEL_FPSTATE", THREAD, 0, None),
+        ("insys", "thread.in_syscall", THREAD, 0, None),
+        ("resume", "thread.resume_pc", THREAD, 0, REF_PC),
         # Per vCPU.
-        self.vcpu_cpu = L.add("vcpu.cpu", VCPU, NO_CPU, REF_CPU)
-        self.exitcls = L.add("vcpu.exit_class", VCPU, EXIT_KERNEL)
-        self.gvl = L.add("vcpu.zcr_el1_vl", VCPU, 128)
-        # Policy fields.
-        self.pf: dict[str, list[int]] = {}
-        self.stash_slots: list[tuple[int, bool]] = []  # (index, is_hi)
+        ("vcpu_cpu", "vcpu.cpu", VCPU, NO_CPU, REF_CPU),
+        ("exitcls", "vcpu.exit_class", VCPU, EXIT_KERNEL, None),
+        ("gvl", "vcpu.zcr_el1_vq", VCPU, 1, None),
+    )
+
+    def _build_layout(self) -> None:
+        """Allocate every field; register tags first, low bank then high bank.
+
+        Keeping each bank's tags contiguous lets the checker renumber versions
+        with one ``bytes.translate`` per bank.
+        """
+        L = Layout({CPU: self.ncpu, THREAD: self.nthreads, CTX: self.nctx, VCPU: self.nvcpu})
+        specs: list[tuple[str | None, str, str, int, str | None, str]] = [
+            (attr, name, dim, init, ref, "model")
+            for attr, name, dim, init, ref in self.MODEL_FIELDS
+        ]
         dims = ((CPU, self.policy.cpu_fields), (THREAD, self.policy.thread_fields),
                 (VCPU, self.policy.vcpu_fields))
+        pol_specs: dict[str, StateField] = {}
         for dim, fields in dims:
             for fname, spec in fields.items():
-                idx = L.add(f"{self.policy.name}.{dim}.{fname}", dim, spec.init, spec.ref,
-                            owner=self.policy.name)
-                self.pf[fname] = idx
-                if spec.stash:
-                    self.stash_slots.extend((i, spec.ref == TAG_HI) for i in idx)
+                specs.append((None, fname, dim, spec.init, spec.ref, self.policy.name))
+                pol_specs[fname] = spec
+
+        order = {TAG_LO: 0, TAG_HI: 1, TAG_ZA: 1, REF_CPU: 2, REF_THREAD: 3, REF_CTX: 4,
+                 REF_VER: 5}
+
+        def group(sp: tuple) -> int:
+            return order.get(sp[4], 6)
+
+        self.pf: dict[str, list[int]] = {}
+        self.stash_slots: list[tuple[int, bool]] = []  # (index, is_hi)
+        bounds: dict[int, list[int]] = {g: [] for g in range(7)}
+        for sp in sorted(specs, key=group):  # stable: declaration order within a group
+            attr, name, dim, init, ref, owner = sp
+            if owner == "model":
+                idx = L.add(name, dim, init, ref)
+                setattr(self, attr, idx)
+            else:
+                idx = L.add(f"{owner}.{dim}.{name}", dim, init, ref, owner=owner)
+                self.pf[name] = idx
+                if pol_specs[name].stash:
+                    self.stash_slots.extend((i, ref == TAG_HI) for i in idx)
+            if idx:
+                bounds[group(sp)].extend((idx[0], idx[-1] + 1))
+        # Contiguous slices per kind of value, in this order: low-bank tags, high-bank
+        # tags, CPU ids, thread ids, context ids, version counters, the rest.
+        ends = []
+        prev = 0
+        for g in range(7):
+            prev = max(bounds[g]) if bounds[g] else prev
+            ends.append(prev)
+        self.tag_lo_start = 0
+        self.tag_hi_start, self.tag_hi_end = ends[0], ends[1]
+        self.slice_cpu = (ends[1], ends[2])
+        self.slice_thread = (ends[2], ends[3])
+        self.slice_ctx = (ends[3], ends[4])
+        self.slice_ver = (ends[4], ends[5])
         self.layout = L
 
     def _init_state(self) -> None:
@@ -265,15 +316,17 @@ class Model:
             s[self.ver[c]] = 1
             s[self.want_lo[c]] = t0
             s[self.mem_lo[c]] = t0
-            s[self.mem_zlo[c]] = t0
+            # The SVE image starts empty (zero): nothing is in SVE form until a
+            # first SVE use converts the FPSIMD image (fpsimd_to_sve).
         for v, vs in enumerate(cfg.vcpus):
-            s[self.gvl[v]] = vs.vl
+            s[self.gvl[v]] = vs.vl // 128
         for i, ts in enumerate(cfg.tasks, start=1):
             s[self.pc[i]] = self.L_SYS  # every thread starts in the kernel, about to return
+            s[self.insys[i]] = 1         # ... from the syscall that created it
             s[self.rq[i]] = ts.cpu
         s[self.pc[0]] = self.L_IDLE
         for k in range(self.ncpu):
-            s[self.vl[k]] = 128
+            s[self.vl[k]] = 1
         self.init_state = tuple(s)
 
     # ---------------------------------------------------------------- naming
@@ -512,14 +565,12 @@ class Model:
             if not t:
                 continue
             pc = s[self.pc[t]]
-            v = self.vcpu_of[t]
             if not self.p_rest[pc]:
                 out.add(t)
                 out.add(self.kn_ctx[t])
-                if v >= 0:
-                    out.add(self.vctx[v])
-            elif v >= 0 and self.p_kind[pc] == K_GUEST:
-                out.add(self.vctx[v])
+                out.add(self.vctx_of_thread[t])
+            elif self.p_kind[pc] == K_GUEST:
+                out.add(self.vctx_of_thread[t])
         return out
 
     def image(self, s: list[int], c: int) -> tuple[int, int]:
@@ -529,69 +580,81 @@ class Model:
         return s[self.mem_lo[c]], ZERO
 
     def check_recoverable(self, s: list[int]) -> None:
-        """At a quiescent point every context's latest state is somewhere safe."""
+        """At a quiescent point every context's latest state is somewhere safe.
+
+        Safe means: in its saved image (as a reload would see it), in a policy's
+        stash slot, or live on exactly one CPU whose binding names it. Contexts
+        in flight (their thread mid-path, a vCPU in the guest) are exempt.
+        """
         exempt = self.exempt(s)
-        stash = self.stash_slots
-        aliases = self.policy.aliases
-        for c in self.live_contexts(s):
+        fpt, zlo, mlo, mhi = self.fp_type[0], self.mem_zlo[0], self.mem_lo[0], self.mem_hi[0]
+        wlo, whi, tif, per = self.want_lo[0], self.want_hi[0], self.tif_sve[0], self.permit[0]
+        for c, is_thread, hi_static in self.rec_ctx:
             if c in exempt:
                 continue
-            if c in self.kn_owner:
-                # Kernel-mode NEON state lives in the registers of the CPU its task
-                # runs on (TIF_KERNEL_FPSTATE), or in the task's save area.
-                t = self.kn_owner[c]
-                k = self.running_on(s, t)
-                if s[self.mem_lo[c]] == s[self.want_lo[c]] or (
-                        k >= 0 and s[self.lo[k]] == s[self.want_lo[c]]):
-                    continue
-                self.violate("recoverability", f"the kernel-mode NEON state of {self.tname(t)} "
-                             "is lost", k, (c,))
-                return
-            want_lo = s[self.want_lo[c]]
-            want_hi = s[self.want_hi[c]]
-            hi_matters = self._hi_matters(s, c)
-            areas = (c,) + (aliases(self, s, c) if aliases else ())
-            ok = False
-            for a in areas:
-                lo, hi = self.image(s, a)
-                if lo == want_lo and (not hi_matters or hi == want_hi
-                                      or (hi == ZERO and s[self.permit[c]])):
-                    ok = True
-                    break
-            if not ok and any(s[i] == want_lo for i, is_hi in stash if not is_hi) \
-                    and not hi_matters:
-                ok = True
-            if ok:
-                continue
-            holders = [k for k in range(self.ncpu)
-                       if s[self.bound[k]] in areas and s[self.lo[k]] == want_lo
-                       and (not hi_matters or s[self.hi[k]] == want_hi
-                            or (s[self.hi[k]] == ZERO and s[self.permit[c]]))]
-            if len(holders) == 1:
-                continue
-            if self.dedupe_lost:
-                key = (c, want_lo, want_hi)
-                if key in self.reported_lost:
-                    continue
-                self.reported_lost.add(key)
-            if not holders:
-                self.violate("recoverability",
-                             f"the latest state of {self.name(c)} ({self.tagname(want_lo)}) is "
-                             "neither in memory nor live on a CPU bound to it: it is lost",
-                             -1, (c,))
+            want_lo = s[wlo + c]
+            if s[fpt + c] == FP_STATE_SVE:
+                lo = s[zlo + c]
+                hi = s[mhi + c]
             else:
-                self.violate("recoverability",
-                             f"the latest state of {self.name(c)} is live and bound on "
-                             f"CPUs {holders}: two CPUs claim it", holders[0], (c,))
-            return
+                lo = s[mlo + c]
+                hi = ZERO
+            if lo == want_lo:
+                want_hi = s[whi + c]
+                hi_m = (s[tif + c] or want_hi != ZERO) if is_thread else hi_static
+                if not hi_m or hi == want_hi or (hi == ZERO and s[per + c]):
+                    continue
+            if self._recover_slow(s, c, is_thread, hi_static):
+                return
+        if self.hc.kernel_neon_preemptible:
+            for t in range(1, self.nthreads):
+                if s[self.kfp[t]]:
+                    c = self.kn_ctx[t]
+                    if c in exempt:
+                        continue
+                    k = self.running_on(s, t)
+                    if s[mlo + c] == s[wlo + c] or (k >= 0 and s[self.lo[k]] == s[wlo + c]):
+                        continue
+                    self.violate("recoverability", f"the kernel-mode NEON state of "
+                                 f"{self.tname(t)} is lost", k, (c,))
+                    return
 
-    def _hi_matters(self, s: list[int], c: int) -> bool:
-        if c < self.nthreads:
-            return bool(s[self.tif_sve[c]]) or s[self.want_hi[c]] != ZERO
-        for v in range(self.nvcpu):
-            if self.vctx[v] == c:
-                return self.vcpu_sve[v]
-        return False
+    def _recover_slow(self, s: list[int], c: int, is_thread: bool, hi_static: bool) -> bool:
+        """The full recoverability test for one context; True if it reported."""
+        want_lo = s[self.want_lo[c]]
+        want_hi = s[self.want_hi[c]]
+        permit = s[self.permit[c]]
+        hi_matters = (bool(s[self.tif_sve[c]]) or want_hi != ZERO) if is_thread else hi_static
+        aliases = self.policy.aliases
+        areas = (c,) + (aliases(self, s, c) if aliases else ())
+        for a in areas:
+            lo, hi = self.image(s, a)
+            if lo == want_lo and (not hi_matters or hi == want_hi or (hi == ZERO and permit)):
+                return False
+        if not hi_matters and any(s[i] == want_lo for i, is_hi in self.stash_slots
+                                  if not is_hi):
+            return False
+        holders = [k for k in range(self.ncpu)
+                   if s[self.bound[k]] in areas and s[self.lo[k]] == want_lo
+                   and (not hi_matters or s[self.hi[k]] == want_hi
+                        or (s[self.hi[k]] == ZERO and permit))]
+        if len(holders) == 1:
+            return False
+        if self.dedupe_lost:
+            key = (c, want_lo, want_hi)
+            if key in self.reported_lost:
+                return False
+            self.reported_lost.add(key)
+        if not holders:
+            self.violate("recoverability",
+                         f"the latest state of {self.name(c)} ({self.tagname(want_lo)}) is "
+                         "neither in memory nor live on a CPU bound to it: it is lost",
+                         -1, (c,))
+        else:
+            self.violate("recoverability",
+                         f"the latest state of {self.name(c)} is live and bound on "
+                         f"CPUs {holders}: two CPUs claim it", holders[0], (c,))
+        return True
 
     def live_contexts(self, s: list[int]) -> Iterable[int]:
         yield from range(1, self.nthreads)
@@ -608,6 +671,9 @@ class Model:
         out: list[tuple[int, int, int]] = []
         nthreads = self.nthreads
         sirq_on = "softirq-neon" in features
+        cur = self.cur
+        running = {s[cur[k]] for k in range(self.ncpu)}
+        rq0 = self.rq[0]
         for k in range(self.ncpu):
             t = s[self.cur[k]]
             if t == 0:
@@ -639,12 +705,20 @@ class Model:
             if sirq_on and self.p_sirq[pc]:
                 out.append((SIRQ, k, 0))
             if self.p_preempt[pc]:
+                # A thread at EL0 or inside a kernel-mode NEON section can be preempted
+                # by another runnable thread but cannot block (switch to idle).
+                can_block = kind != K_USER and pc != self.L_KNEON
                 for u in range(nthreads):
-                    if u != t and (u == 0 or (s[self.rq[u]] == k and not self._running(s, u))):
+                    if u == t:
+                        continue
+                    if u == 0:
+                        if can_block:
+                            out.append((SCHED, k, 0))
+                    elif s[rq0 + u] == k and u not in running:
                         out.append((SCHED, k, u))
         if "migration" in features and self.ncpu > 1:
             for u in range(1, nthreads):
-                if not self._running(s, u):
+                if u not in running:
                     for d in range(self.ncpu):
                         if d != s[self.rq[u]]:
                             out.append((MIGRATE, u, d))

@@ -36,7 +36,9 @@ TO_SAVE_FPSIMD = 1
 TO_SAVE_SVE = 2
 
 NONE = 0  # "no context": an empty per-CPU binding, no owner
-NO_CPU = -1  # thread.fpsimd_cpu == NR_CPUS, vcpu->cpu == -1
+# thread.fpsimd_cpu == NR_CPUS, vcpu->cpu == -1. A byte-sized sentinel so every
+# field of a (canonical) state fits in 0..255 and states pack into bytes.
+NO_CPU = 255
 
 
 def tag(owner: int, version: int) -> int:

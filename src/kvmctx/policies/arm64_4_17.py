@@ -31,9 +31,8 @@ SWITCH_C = "arch/arm64/kvm/hyp/switch.c"
 
 def activate_traps(m, s, k, t):
     """__activate_traps: CPTR_EL2.TFP set on every entry."""
-    if not s[m.gtrap[k]]:
-        m.ctr[C.TRAP_WRITES] += 1
     s[m.gtrap[k]] = 1
+    m.ctr[C.TRAP_WRITES] += 1
 
 
 def fpsimd_guest_restore(m, s, k, t, v, sve):

@@ -58,10 +58,8 @@ def ctxflush_fp(m, s, k, t):
 
 def activate_traps(m, s, k, t):
     """__activate_cptr_traps: trap FP/SVE unless the guest owns the registers."""
-    trap = 0 if s[m.pf["fp_owner"][k]] == FP_STATE_GUEST_OWNED else 1
-    if s[m.gtrap[k]] != trap:
-        m.ctr[C.TRAP_WRITES] += 1
-    s[m.gtrap[k]] = trap
+    s[m.gtrap[k]] = 0 if s[m.pf["fp_owner"][k]] == FP_STATE_GUEST_OWNED else 1
+    m.ctr[C.TRAP_WRITES] += 1
 
 
 def hyp_handle_fpsimd(m, s, k, t, v, sve):
@@ -82,7 +80,7 @@ def hyp_exit_zcr(m, s, k, t):
     """fpsimd_lazy_switch_to_host (59419f10045b): live VL back to the vCPU max."""
     v = m.vcpu_of[t]
     if m.vcpu_sve[v] and s[m.pf["fp_owner"][k]] == FP_STATE_GUEST_OWNED:
-        s[m.vl[k]] = m.ctx_vl[m.vctx[v]]
+        s[m.vl[k]] = m.ctx_vq[m.vctx[v]]
 
 
 def ctxsync_fp(m, s, k, t):
@@ -91,7 +89,7 @@ def ctxsync_fp(m, s, k, t):
         v = m.vcpu_of[t]
         c = m.vctx[v]
         to_save = TO_SAVE_SVE if m.vcpu_sve[v] else TO_SAVE_FPSIMD
-        H.fpsimd_bind_state_to_cpu(m, s, k, c, to_save, m.ctx_vl[c])
+        H.fpsimd_bind_state_to_cpu(m, s, k, c, to_save, m.ctx_vq[c])
         s[m.foreign[t]] = 0
 
 

@@ -1,0 +1,304 @@
+"""``kvmctx check``, ``kvmctx replay``, ``kvmctx mutants``: the exhaustive checker's CLI."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from kvmctx import policies as P
+from kvmctx.cli.common import err, fail, out, print_json
+from kvmctx.engines import checker as CK
+from kvmctx.engines import story as ST
+from kvmctx.model.config import FEATURES
+from kvmctx.model.machine import Model
+from kvmctx.policies import mutants as MU
+from kvmctx.policies.base import Policy
+
+
+def _parse_budgets(text: str | None) -> tuple[tuple[str, int], ...] | None:
+    if text is None:
+        return None
+    out: list[tuple[str, int]] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            fail(f"--budget: {part!r} is not CLASS=N; classes: {', '.join(CK.BUDGET_CLASSES)}")
+        name, _, val = part.partition("=")
+        name = name.strip()
+        if name not in CK.BUDGET_CLASSES:
+            fail(f"--budget: unknown class {name!r}; valid: {', '.join(CK.BUDGET_CLASSES)}")
+        try:
+            n = int(val)
+        except ValueError:
+            fail(f"--budget: {name}={val!r} is not an integer")
+        if not 0 <= n <= 200:
+            fail(f"--budget: {name}={n} is not in 0..200")
+        out.append((name, n))
+    return tuple(sorted(out))
+
+
+def resolve_bounds(name: str, cpus: int | None, tasks: int | None, sve_tasks: int | None,
+                   vcpus: int | None, features: str | None, depth: int | None,
+                   budget: str | None, vcpu_sve: bool | None = None) -> CK.Bounds:
+    if name not in CK.BOUNDS:
+        fail(f"unknown bounds {name!r}; valid: {', '.join(CK.BOUNDS)}")
+    b = CK.BOUNDS[name]
+    kw: dict[str, Any] = {}
+    if features is not None:
+        feats = [f.strip() for f in features.split(",") if f.strip()]
+        bad = [f for f in feats if f not in FEATURES]
+        if bad:
+            fail(f"--features: unknown feature {bad[0]!r}; valid: {', '.join(FEATURES)}")
+        kw["features"] = frozenset(feats)
+    for key, val, lo, hi in (("cpus", cpus, 1, 4), ("vcpus", vcpus, 0, 3)):
+        if val is not None:
+            if not lo <= val <= hi:
+                fail(f"--{key} {val} is not in {lo}..{hi}")
+            kw[key] = val
+    if tasks is not None:
+        if not 0 <= tasks <= 4:
+            fail(f"--tasks {tasks} is not in 0..4")
+        sve = sve_tasks if sve_tasks is not None else min(b.sve_tasks, tasks)
+        if sve > tasks:
+            fail(f"--sve-tasks {sve} is more than --tasks {tasks}")
+        kw["fpsimd_tasks"] = tasks - sve
+        kw["sve_tasks"] = sve
+    elif sve_tasks is not None:
+        kw["sve_tasks"] = sve_tasks
+    if depth is not None:
+        if depth < 1:
+            fail(f"--depth {depth} must be at least 1")
+        kw["depth"] = depth
+    bud = _parse_budgets(budget)
+    if bud is not None:
+        kw["budgets"] = bud
+    if vcpu_sve is not None:
+        kw["vcpu_sve"] = vcpu_sve
+    if kw:
+        b = CK.Bounds(**{**b.__dict__, **kw, "name": name if not kw else f"{name}+custom"})
+    return b
+
+
+def resolve_policy(policy: str | None, mutant: str | None, policy_file: Path | None
+                   ) -> tuple[Policy, dict[str, Any], str | None]:
+    """The policy to check and a reference to it that a cex file can store."""
+    chosen = sum(x is not None for x in (mutant, policy_file))
+    if chosen > 1:
+        fail("give at most one of --mutant and --policy-file")
+    if mutant is not None:
+        try:
+            mu = MU.get(mutant)
+        except KeyError:
+            fail(f"unknown mutant {mutant!r}; valid: {', '.join(MU.names())}")
+        return mu.build(), {"mutant": mutant}, mutant
+    if policy_file is not None:
+        try:
+            pol = P.load_file(policy_file)
+        except P.PolicyFileError as e:
+            fail(str(e))
+        return pol, {"policy_file": str(Path(policy_file).resolve())}, None
+    name = policy or "upstream-6.14"
+    try:
+        return P.get(name), {"name": name}, None
+    except KeyError:
+        fail(f"unknown policy {name!r}; valid: {', '.join(P.names())}")
+
+
+def policy_from_ref(ref: dict[str, Any]) -> tuple[Policy, str | None]:
+    if "mutant" in ref:
+        try:
+            return MU.get(ref["mutant"]).build(), ref["mutant"]
+        except KeyError:
+            raise ST.CexError(f"unknown mutant {ref['mutant']!r} in the file") from None
+    if "policy_file" in ref:
+        try:
+            return P.load_file(ref["policy_file"]), None
+        except P.PolicyFileError as e:
+            raise ST.CexError(str(e)) from None
+    try:
+        return P.get(ref.get("name", "")), None
+    except KeyError:
+        raise ST.CexError(f"unknown policy {ref.get('name')!r} in the file") from None
+
+
+def _progress_printer(label: str):
+    if not err.is_terminal:
+        return None, None
+    status = err.status(label)
+    status.start()
+    t0 = time.perf_counter()
+
+    def upd(states: int, transitions: int, depth: int) -> None:
+        dt = max(1e-9, time.perf_counter() - t0)
+        status.update(f"{label}: {states:,} states, {transitions:,} transitions, depth {depth}, "
+                      f"{states / dt:,.0f} states/s")
+
+    return upd, status
+
+
+def run_check(pol: Policy, bounds: CK.Bounds, max_states: int | None, mutant: str | None,
+              label: str, quiet: bool = False) -> tuple[CK.CheckResult, Model]:
+    try:
+        model = Model(bounds.config(), pol)
+    except ValueError as e:
+        fail(str(e))
+    missing = set(bounds.features) - pol.supports
+    if missing:
+        fail(f"policy {pol.name} cannot model feature(s) {', '.join(sorted(missing))}; drop "
+             "them with --features")
+    upd, status = (None, None) if quiet else _progress_printer(label)
+    try:
+        res = CK.Checker(model, bounds, max_states=max_states, progress=upd, mutant=mutant).run()
+    finally:
+        if status is not None:
+            status.stop()
+    return res, model
+
+
+def summary_table(res: CK.CheckResult) -> Table:
+    t = Table(title=f"check {res.policy}" + (f" (mutant {res.mutant})" if res.mutant else "")
+              + f" at bounds {res.bounds.name}", title_justify="left")
+    for c in ("states", "transitions", "depth", "complete", "seconds", "states/s", "verdict"):
+        t.add_column(c, justify="right")
+    verdict = ("VIOLATION" if res.violation else "safe within bounds" if res.complete
+               else f"incomplete ({res.stop_reason})")
+    t.add_row(f"{res.states:,}", f"{res.transitions:,}", str(res.depth), str(res.complete),
+              f"{res.seconds:.2f}", f"{res.states_per_s:,.0f}", verdict)
+    return t
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def check(
+        policy: str | None = typer.Option(None, "--policy", "-p", help="Policy name."),
+        mutant: str | None = typer.Option(None, help="A named mutant (see 'kvmctx mutants')."),
+        policy_file: Path | None = typer.Option(None, help="A Python file defining POLICY."),
+        bounds: str = typer.Option("standard", help="Named bounds: " + ", ".join(CK.BOUNDS)),
+        cpus: int | None = typer.Option(None, help="Override: number of CPUs."),
+        tasks: int | None = typer.Option(None, help="Override: number of host tasks."),
+        sve_tasks: int | None = typer.Option(None, help="Override: how many of them use SVE."),
+        vcpus: int | None = typer.Option(None, help="Override: number of vCPUs."),
+        features: str | None = typer.Option(None, help="Override: comma list of features."),
+        depth: int | None = typer.Option(None, help="Stop after this many steps."),
+        budget: str | None = typer.Option(None, help="Override budgets, e.g. switch=3,softirq=2"),
+        max_states: int | None = typer.Option(None, help="Stop (incomplete) at this many states."),
+        catalogue: bool = typer.Option(False, "--catalogue", help="Check every catalogue mutant."),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+        out_path: Path | None = typer.Option(None, "--out", help="Save the counterexample."),
+    ) -> None:
+        """Explore every interleaving within bounds; print the shortest counterexample."""
+        if max_states is not None and max_states < 1:
+            fail("--max-states must be at least 1")
+        if catalogue:
+            _catalogue(json_out, max_states)
+            return
+        pol, ref, mname = resolve_policy(policy, mutant, policy_file)
+        if mutant is not None and bounds == "standard" and MU.get(mutant).bounds:
+            bounds = MU.get(mutant).bounds
+        b = resolve_bounds(bounds, cpus, tasks, sve_tasks, vcpus, features, depth, budget)
+        res, model = run_check(pol, b, max_states, mname, f"checking {pol.name}", json_out)
+        recs: list[ST.StepRecord] = []
+        if res.violation is not None:
+            recs, _ = ST.replay(model, res.path, b.features)
+            res.violation["steps"] = [
+                {"action": list(r.action), "text": r.text, "cpu": r.cpu, "changes": r.changes}
+                for r in recs]
+            if out_path is not None:
+                try:
+                    ST.save_cex(out_path, ST.cex_payload(model, res, recs, ref))
+                except OSError as e:
+                    fail(f"cannot write {out_path}: {e.strerror or e}")
+        if json_out:
+            print_json(res.as_json())
+        else:
+            out.print(summary_table(res))
+            if res.violation is not None:
+                out.print(ST.story_table(model, recs, "counterexample (shortest): "
+                                         f"{res.violation['invariant']}"))
+                out.print(f"[bold red]{res.violation['invariant']}[/bold red]: "
+                          f"{res.violation['message']}")
+                if out_path is not None:
+                    out.print(f"saved to {out_path}; re-run it with: kvmctx replay {out_path}")
+        if res.violation is not None:
+            raise typer.Exit(1)
+        if not res.complete:
+            raise typer.Exit(3)
+
+    @app.command()
+    def replay(
+        cex: Path = typer.Argument(..., help="A counterexample saved by 'kvmctx check --out'."),
+        json_out: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Re-run a saved counterexample step by step; exit 1 if the violation reproduces."""
+        try:
+            data = ST.load_cex(cex)
+            pol, mname = policy_from_ref(data["policy"])
+            b = CK.Bounds.from_dict(data["bounds"])
+            model = Model(b.config(), pol)
+            recs, _ = ST.replay(model, [tuple(s["action"]) for s in data["steps"]], b.features)
+        except (ST.CexError, KeyError, TypeError, ValueError) as e:
+            fail(str(e) if isinstance(e, ST.CexError) else f"{cex}: malformed: {e}")
+        got = recs[-1].violations if recs else []
+        want = (data.get("violation") or {}).get("invariant")
+        reproduced = bool(got) and (want is None or got[0]["invariant"] == want)
+        if json_out:
+            print_json({"reproduced": reproduced, "steps": len(recs),
+                        "violation": got[0] if got else None,
+                        "story": ST.story_text(model, recs)})
+        else:
+            out.print(ST.story_table(model, recs, f"replay of {cex}"))
+            if reproduced:
+                out.print(f"[bold red]reproduced[/bold red]: {got[0]['invariant']}: "
+                          f"{got[0]['message']}")
+            else:
+                out.print("[green]did not reproduce[/green]: no violation at the last step")
+        raise typer.Exit(1 if reproduced else 0)
+
+    @app.command("mutants")
+    def list_mutants(json_out: bool = typer.Option(False, "--json")) -> None:
+        """List the named mutants: a base policy with one historical bug put back."""
+        rows = [m.as_dict() for m in MU.all_mutants()]
+        if json_out:
+            print_json(rows)
+            return
+        t = Table(title="mutants", show_lines=True)
+        for c in ("name", "base", "source", "catalogue", "invariant", "bug"):
+            t.add_column(c, overflow="fold")
+        for r in rows:
+            t.add_row(r["name"], r["base"], r["source"], str(r["catalogue"] or ""),
+                      r["invariant"], r["description"])
+        out.print(t)
+
+
+def _catalogue(json_out: bool, max_states: int | None) -> None:
+    rows = []
+    for mu in MU.catalogue():
+        b = CK.BOUNDS[mu.bounds] if mu.bounds else CK.BOUNDS["standard"]
+        res, _ = run_check(mu.build(), b, max_states, mu.name, f"mutant {mu.name}", json_out)
+        found = res.violation is not None
+        rows.append({"mutant": mu.name, "source": mu.source, "catalogue": mu.catalogue,
+                     "invariant": res.violation["invariant"] if found else mu.invariant,
+                     "expected_invariant": mu.invariant, "found": found,
+                     "depth": res.depth if found else None, "states": res.states,
+                     "seconds": round(res.seconds, 3)})
+    if json_out:
+        print_json(rows)
+    else:
+        t = Table(title="bug catalogue: each mutant puts one historical bug back",
+                  title_justify="left")
+        for c in ("#", "mutant", "source", "invariant broken", "found", "depth", "states",
+                  "seconds"):
+            t.add_column(c)
+        for r in rows:
+            t.add_row(str(r["catalogue"] or ""), r["mutant"], r["source"], r["invariant"],
+                      "yes" if r["found"] else "[red]NO[/red]", str(r["depth"] or "-"),
+                      f"{r['states']:,}", f"{r['seconds']:.2f}")
+        out.print(t)
+    if not all(r["found"] for r in rows):
+        raise typer.Exit(1)

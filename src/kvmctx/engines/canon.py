@@ -1,0 +1,205 @@
+"""State canonicalisation for the checker: what is reduced, and why it is sound.
+
+Each reduction quotients states by a relation that the transition function
+and every invariant respect, so a violation is reachable iff it is
+reachable in the quotient:
+
+1. **Version renumbering.** The model compares register tags only for
+   equality with their owner's latest value of the same bank
+   (``want_lo``/``want_hi``); no rule, policy or invariant looks at how old
+   a stale value is, or compares two stale values. So every tag becomes
+   version 1 if it is its owner's latest value for its bank and version 0
+   otherwise, and every version counter becomes 1 (the next write makes
+   version 2, distinct from both). Zero (owner 0) and GARBAGE keep their
+   values. This also makes the state space finite.
+
+2. **Dead fields.** ``TIF_FOREIGN_FPSTATE`` of a thread that is not running
+   is never read before it is written: every switch-in recomputes it
+   (``fpsimd_thread_switch``) and every reader looks at ``current``. It is
+   set to 1 for threads not running on any CPU. The idle thread's runqueue
+   field is never read; it stays 0.
+
+3. **Symmetry.** CPUs are identical: no step depends on a CPU's number,
+   only on equalities between CPU numbers (``fpsimd_cpu == k``,
+   ``vcpu->cpu``...). Permuting CPUs - reordering per-CPU fields and
+   renaming every field that *holds* a CPU number - maps runs to runs. The
+   same holds for host threads with identical specs (same SVE use, VL, SME
+   and kernel-NEON use, not running a vCPU): permuting them permutes their
+   context ids everywhere (thread fields, context fields, owners inside
+   tags, ``fpsimd_last_state``). The canonical form is the least relabelled
+   state, as bytes, over all these permutations.
+
+Every field of the layout declares what its values refer to (a CPU, a
+thread, a context, a tag of the low or high bank, a version), and that is
+all the relabelling uses: a policy's own fields take part automatically.
+
+Representation: a canonical state is ``bytes`` (every field fits in 0..255:
+tags have version <= 2 one step after a canonical state, ``NO_CPU`` is 255),
+so packing, hashing and comparison run in C.
+"""
+
+from __future__ import annotations
+
+from itertools import permutations, product
+from operator import itemgetter
+from typing import Any
+
+from kvmctx.model.layout import CPU, CTX, THREAD
+from kvmctx.model.values import OWNER_BITS, OWNER_MASK
+
+# Stale-by-default translation: a tag with any version maps to version 0.
+_BASE = bytes((x & OWNER_MASK) if x > OWNER_MASK else x for x in range(256))
+
+
+class Canon:
+    def __init__(self, m: Any, symmetry: bool = True) -> None:
+        self.m = m
+        L = m.layout
+        self.size = L.size
+        self.lo0 = m.tag_lo_start
+        self.hi0 = m.tag_hi_start
+        self.hi1 = m.tag_hi_end
+        self.nctx = m.nctx
+        self.want_lo0 = m.want_lo[0]
+        self.want_hi0 = m.want_hi[0]
+        # Version counters: 1 for every context that has one, 0 otherwise.
+        v0, v1 = m.slice_ver
+        self.ver0, self.ver1 = v0, v1
+        self.ver_const = bytes(1 if m.init_state[i] >= 1 else 0 for i in range(v0, v1))
+        self.foreign0 = m.foreign[0]
+        self.cur_idx = list(m.cur)
+        self.nthreads = m.nthreads
+        self.rq_idle = m.rq[0]
+        self.relabels = self._relabelings(m) if symmetry else []
+        self._tables: dict[bytes, tuple[bytes, bytes]] = {}
+
+    # ------------------------------------------------------------- canonical
+
+    def _tables_for(self, wants: bytes) -> tuple[bytes, bytes]:
+        """Translation tables for the low and high bank given the latest values."""
+        n = self.nctx
+        tl = bytearray(_BASE)
+        for w in wants[:n]:
+            if w > OWNER_MASK:
+                tl[w] = (1 << OWNER_BITS) | (w & OWNER_MASK)
+        th = bytearray(_BASE)
+        for w in wants[n:]:
+            if w > OWNER_MASK:
+                th[w] = (1 << OWNER_BITS) | (w & OWNER_MASK)
+        tabs = (bytes(tl), bytes(th))
+        if len(self._tables) < 1 << 16:
+            self._tables[wants] = tabs
+        return tabs
+
+    def key(self, s: list[int]) -> bytes:
+        """The canonical bytes of state s (s itself is left unchanged)."""
+        lo0, hi0, hi1 = self.lo0, self.hi0, self.hi1
+        try:
+            b = bytes(s)
+        except ValueError:
+            b = bytes(self._small_versions(s))
+        wl, wh, n = self.want_lo0, self.want_hi0, self.nctx
+        wants = b[wl:wl + n] + b[wh:wh + n]
+        tabs = self._tables.get(wants)
+        if tabs is None:
+            tabs = self._tables_for(wants)
+        r = bytearray(b[lo0:hi0].translate(tabs[0]))
+        r += b[hi0:hi1].translate(tabs[1])
+        r += b[hi1:]
+        r[self.ver0:self.ver1] = self.ver_const
+        running = {r[i] for i in self.cur_idx}
+        f0 = self.foreign0
+        for t in range(1, self.nthreads):
+            if t not in running:
+                r[f0 + t] = 1
+        best = bytes(r)
+        rq_idle = self.rq_idle
+        for ig, slices, tagtab in self.relabels:
+            x = bytearray(ig(best))
+            for a, z, tab in slices:
+                x[a:z] = x[a:z].translate(tab)
+            x[rq_idle] = 0
+            if tagtab is not None:
+                x[lo0:hi1] = x[lo0:hi1].translate(tagtab)
+            cand = bytes(x)
+            if cand < best:
+                best = cand
+        return best
+
+    def _small_versions(self, s: list[int]) -> list[int]:
+        """Renumber a raw state (arbitrary versions, e.g. from the simulator) so every
+        tag has version 1 (latest) or 0; the fast path then handles it."""
+        r = list(s)
+        n = self.nctx
+        wl, wh = self.want_lo0, self.want_hi0
+        want_lo = s[wl:wl + n]
+        want_hi = s[wh:wh + n]
+        for lo, hi, want in ((self.lo0, self.hi0, want_lo), (self.hi0, self.hi1, want_hi)):
+            for i in range(lo, hi):
+                x = r[i]
+                if x > OWNER_MASK:
+                    o = x & OWNER_MASK
+                    r[i] = (1 << OWNER_BITS) | o if o < n and x == want[o] else o
+        for i in range(self.ver0, self.ver1):
+            r[i] = min(r[i], 1)
+        return r
+
+    def canon(self, s: list[int]) -> tuple[int, ...]:
+        """The canonical state as a tuple (for tests and tools)."""
+        return tuple(self.key(s))
+
+    # ---------------------------------------------------------------- symmetry
+
+    def _relabelings(self, m: Any) -> list[tuple]:
+        ncpu = m.ncpu
+        classes: dict[tuple, list[int]] = {}
+        for i, ts in enumerate(m.config.tasks, start=1):
+            if ts.vcpu >= 0:
+                continue
+            classes.setdefault((ts.sve, ts.vl, ts.sme, ts.kneon), []).append(i)
+        choices = [[dict(zip(mem, p, strict=True)) for p in permutations(mem)]
+                   for mem in classes.values() if len(mem) > 1]
+        out = []
+        for cp in permutations(range(ncpu)):
+            for tchoice in (product(*choices) if choices else [()]):
+                tmap = {t: t for t in range(m.nthreads)}
+                for d in tchoice:
+                    tmap.update(d)
+                if list(cp) == list(range(ncpu)) and all(tmap[t] == t for t in tmap):
+                    continue
+                out.append(self._compile(m, cp, tmap))
+        return out
+
+    @staticmethod
+    def _compile(m: Any, cpu_perm: tuple[int, ...], tmap: dict[int, int]) -> tuple:
+        L = m.layout
+        cmap = list(range(256))
+        for t, u in tmap.items():
+            if t:
+                cmap[t] = u
+                cmap[m.kn_ctx[t]] = m.kn_ctx[u]
+        cpu_tab = list(range(256))
+        for k in range(m.ncpu):
+            cpu_tab[k] = cpu_perm[k]
+        thr_tab = list(range(256))
+        for t, u in tmap.items():
+            thr_tab[t] = u
+        src = list(range(L.size))
+        for f in L.fields.values():
+            if f.dim == CPU:
+                for k in range(f.count):
+                    src[f.start + cpu_perm[k]] = f.start + k
+            elif f.dim == THREAD:
+                for t in range(f.count):
+                    src[f.start + tmap[t]] = f.start + t
+            elif f.dim == CTX:
+                for c in range(f.count):
+                    src[f.start + cmap[c]] = f.start + c
+        slices = [(m.slice_cpu[0], m.slice_cpu[1], bytes(cpu_tab))]
+        if any(thr_tab[t] != t for t in range(m.nthreads)):
+            slices.append((m.slice_thread[0], m.slice_thread[1], bytes(thr_tab)))
+            slices.append((m.slice_ctx[0], m.slice_ctx[1], bytes(cmap)))
+            tag_tab = bytes((x & ~OWNER_MASK) | cmap[x & OWNER_MASK] for x in range(256))
+        else:
+            tag_tab = None
+        return itemgetter(*src), slices, tag_tab

@@ -1,0 +1,368 @@
+"""The exhaustive checker: breadth-first over every interleaving within bounds.
+
+Spec apart from bounds: the *spec* is the model (``Model.enabled`` +
+``Model.apply`` + the invariants), the *bounds* are a ``ModelConfig`` (how
+many CPUs, tasks, vCPUs, which features) plus an optional depth and state
+budget. Breadth-first order makes the first violation found a shortest one.
+
+States are stored canonical (``kvmctx.engines.canon``) and packed into
+``bytes`` (every canonical field fits in a byte after offsetting), with a
+parent index per state, so memory per state is a few hundred bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvmctx.engines.canon import Canon
+from kvmctx.model.config import ModelConfig, TaskSpec, VcpuSpec
+from kvmctx.model.machine import KNEON, MIGRATE, SCHED, SIRQ, Model
+
+# ----------------------------------------------------------------- bounds
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A named configuration to explore."""
+
+    name: str
+    cpus: int = 2
+    fpsimd_tasks: int = 1
+    sve_tasks: int = 1
+    kneon_tasks: int = 0
+    vcpus: int = 1
+    vcpu_sve: bool = False
+    features: frozenset[str] = frozenset()
+    depth: int | None = None
+    # How many times each class of event may happen along one run (CHESS-style
+    # preemption bounding): "switch" (a running thread switched out), "softirq",
+    # "migration", "kneon", ... Classes not listed are unbounded.
+    budgets: tuple[tuple[str, int], ...] = ()
+    description: str = ""
+
+    def config(self) -> ModelConfig:
+        tasks: list[TaskSpec] = []
+        for i in range(self.fpsimd_tasks):
+            tasks.append(TaskSpec(f"T{len(tasks) + 1}", cpu=i % self.cpus,
+                                  kneon=i < self.kneon_tasks))
+        for i in range(self.sve_tasks):
+            tasks.append(TaskSpec(f"S{i + 1}", sve=True, vl=256, cpu=(i + 1) % self.cpus))
+        for v in range(self.vcpus):
+            tasks.append(TaskSpec(f"VMM{v}", vcpu=v, cpu=v % self.cpus))
+        vs = tuple(VcpuSpec(f"vcpu{v}", sve=self.vcpu_sve, vl=256 if self.vcpu_sve else 128)
+                   for v in range(self.vcpus))
+        return ModelConfig(cpus=self.cpus, tasks=tuple(tasks), vcpus=vs,
+                           features=frozenset(self.features))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "cpus": self.cpus, "fpsimd_tasks": self.fpsimd_tasks,
+                "sve_tasks": self.sve_tasks, "kneon_tasks": self.kneon_tasks,
+                "vcpus": self.vcpus, "vcpu_sve": self.vcpu_sve,
+                "features": sorted(self.features), "depth": self.depth,
+                "budgets": dict(self.budgets)}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Bounds:
+        return Bounds(name=str(d.get("name", "custom")), cpus=int(d["cpus"]),
+                      fpsimd_tasks=int(d["fpsimd_tasks"]), sve_tasks=int(d["sve_tasks"]),
+                      kneon_tasks=int(d.get("kneon_tasks", 0)), vcpus=int(d["vcpus"]),
+                      vcpu_sve=bool(d.get("vcpu_sve", False)),
+                      features=frozenset(d.get("features", ())),
+                      depth=d.get("depth"),
+                      budgets=tuple(sorted((str(k), int(v))
+                                           for k, v in dict(d.get("budgets", {})).items())))
+
+
+# Budget classes an action can belong to (see budget_class).
+BUDGET_CLASSES = ("switch", "softirq", "migration", "kneon", "signal", "ptrace", "exec",
+                  "hotplug", "pm", "guest-vl", "sysreg")
+
+STANDARD_FEATURES = frozenset({"sve", "softirq-neon", "preempt", "migration", "signals",
+                               "exit-user"})
+
+BOUNDS: dict[str, Bounds] = {
+    "small": Bounds(
+        "small", cpus=1, fpsimd_tasks=1, sve_tasks=0, vcpus=1,
+        features=frozenset({"softirq-neon", "exit-user"}),
+        description="1 CPU, 1 FPSIMD task, a VMM with 1 vCPU, softirq kernel-mode NEON"),
+    "standard": Bounds(
+        "standard", cpus=2, fpsimd_tasks=1, sve_tasks=1, vcpus=1,
+        features=STANDARD_FEATURES,
+        budgets=(("migration", 1), ("signal", 2), ("softirq", 2), ("switch", 3)),
+        description="2 CPUs, 2 host tasks (one FPSIMD, one SVE at VL256), a VMM with 1 vCPU, "
+                    "softirq kernel-mode NEON, preemption, migration, signals, exits to the "
+                    "VMM; along any run at most 3 switch-outs, 2 softirq NEON uses, 1 "
+                    "migration, 2 signal events (all other events unbounded)"),
+}
+
+
+# ----------------------------------------------------------------- results
+
+
+@dataclass
+class CheckResult:
+    policy: str
+    mutant: str | None
+    bounds: Bounds
+    states: int
+    transitions: int
+    depth: int
+    complete: bool
+    seconds: float
+    violation: dict[str, Any] | None = None
+    path: list[tuple[int, int, int]] = field(default_factory=list)
+    stop_reason: str = ""
+    peak_rss_mb: float = 0.0
+
+    @property
+    def states_per_s(self) -> float:
+        return self.states / self.seconds if self.seconds > 0 else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "mutant": self.mutant,
+            "bounds": self.bounds.name,
+            "states": self.states,
+            "transitions": self.transitions,
+            "depth": self.depth,
+            "complete": self.complete,
+            "seconds": round(self.seconds, 3),
+            "violation": self.violation,
+        }
+
+
+def _rss_mb() -> float:
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # pragma: no cover - non-Linux
+        return 0.0
+
+
+# ----------------------------------------------------------------- checker
+
+
+def budget_class(m: Model, s: list[int], a: tuple[int, int, int]) -> str | None:
+    """Which budget an action spends, if any."""
+    kind = a[0]
+    if kind == SCHED:
+        return "switch" if s[m.cur[a[1]]] else None
+    return _ACTION_BUDGET.get(kind)
+
+
+_ACTION_BUDGET = {SIRQ: "softirq", MIGRATE: "migration", KNEON: "kneon"}
+
+
+class Checker:
+    def __init__(self, model: Model, bounds: Bounds, max_states: int | None = None,
+                 max_memory_mb: float | None = None, symmetry: bool = True,
+                 progress: Any = None, mutant: str | None = None) -> None:
+        self.m = model
+        self.bounds = bounds
+        self.features = frozenset(bounds.features)
+        self.max_states = max_states
+        if max_memory_mb is None:
+            try:
+                import psutil
+
+                max_memory_mb = psutil.virtual_memory().available / 2**20 * 0.7
+            except Exception:  # pragma: no cover
+                max_memory_mb = 8192.0
+        self.max_memory_mb = max_memory_mb
+        self.canon = Canon(model, symmetry=symmetry)
+        self.progress = progress
+        self.mutant = mutant
+        self.budget_names = [name for name, _ in bounds.budgets]
+        self.budget_init = bytes(n for _, n in bounds.budgets)
+        self.budget_pos = {name: i for i, name in enumerate(self.budget_names)}
+        model.check_invariants = True
+        model.dedupe_lost = False
+
+    # A checker state is the canonical model bytes followed by the remaining budgets.
+
+    def successors(self, key: bytes) -> list[tuple[tuple[int, int, int], list[int], bytes]]:
+        """(action, successor model state, successor budgets) for every enabled action."""
+        m = self.m
+        n = self.canon.size
+        st = list(key[:n])
+        budgets = key[n:]
+        out = []
+        pos = self.budget_pos
+        for a in m.enabled(st, self.features):
+            bud = budgets
+            if pos:
+                cls = budget_class(m, st, a)
+                if cls is not None and cls in pos:
+                    i = pos[cls]
+                    if not budgets[i]:
+                        continue
+                    bb = bytearray(budgets)
+                    bb[i] -= 1
+                    bud = bytes(bb)
+            s = st.copy()
+            m.apply(s, a)
+            out.append((a, s, bud))
+        return out
+
+    def run(self) -> CheckResult:
+        m = self.m
+        key_of = self.canon.key
+        feats = self.features
+        apply = m.apply
+        enabled = m.enabled
+        recover = m.check_recoverable
+        vio = m.vio
+        n = self.canon.size
+        pos = self.budget_pos
+        t0 = time.perf_counter()
+        key0 = key_of(m.new_state()) + self.budget_init
+        ids: dict[bytes, int] = {key0: 0}
+        parents = array("l", [-1])
+        keys: list[bytes] = [key0]
+        frontier: list[int] = [0]
+        depth = 0
+        transitions = 0
+        max_depth = self.bounds.depth
+        complete = True
+        stop = ""
+        peak = _rss_mb()
+        last_report = t0
+        while frontier:
+            if max_depth is not None and depth >= max_depth:
+                complete = False
+                stop = f"depth bound {max_depth} reached"
+                break
+            nxt: list[int] = []
+            for sid in frontier:
+                key = keys[sid]
+                st = list(key[:n])
+                budgets = key[n:]
+                for a in enabled(st, feats):
+                    bud = budgets
+                    if pos:
+                        cls = budget_class(m, st, a)
+                        if cls is not None and cls in pos:
+                            i = pos[cls]
+                            if not budgets[i]:
+                                continue
+                            bb = bytearray(budgets)
+                            bb[i] -= 1
+                            bud = bytes(bb)
+                    s = st.copy()
+                    apply(s, a)
+                    transitions += 1
+                    k2 = None
+                    if not vio:
+                        k2 = key_of(s) + bud
+                        if k2 in ids:
+                            continue
+                        # Recoverability is a property of the equivalence class:
+                        # test it once per new canonical state, not per transition.
+                        recover(s)
+                    if vio:
+                        v = vio[0]
+                        vio.clear()
+                        path = self._path(parents, keys, sid, v.invariant)
+                        res = CheckResult(m.policy.name, self.mutant, self.bounds, len(keys),
+                                          transitions, depth + 1, False,
+                                          time.perf_counter() - t0, None, path, "violation",
+                                          max(peak, _rss_mb()))
+                        res.violation = {"invariant": v.invariant, "message": v.message}
+                        return res
+                    if True:
+                        ids[k2] = len(keys)
+                        keys.append(k2)
+                        parents.append(sid)
+                        nxt.append(len(keys) - 1)
+                nk = len(keys)
+                if self.max_states is not None and nk >= self.max_states:
+                    complete = False
+                    stop = f"state limit {self.max_states} reached"
+                    break
+                if nk & 0x3FFF == 0 or (self.progress is not None and sid & 0x3FF == 0):
+                    now = time.perf_counter()
+                    if nk & 0x3FFF == 0:
+                        rss = _rss_mb()
+                        peak = max(peak, rss)
+                        if rss > self.max_memory_mb:
+                            complete = False
+                            stop = f"memory limit {self.max_memory_mb:.0f} MB reached"
+                            break
+                    if self.progress is not None and now - last_report > 0.25:
+                        last_report = now
+                        self.progress(nk, transitions, depth)
+            if not complete:
+                break
+            frontier = nxt
+            if frontier:
+                depth += 1
+        peak = max(peak, _rss_mb())
+        if self.progress is not None:
+            self.progress(len(keys), transitions, depth)
+        return CheckResult(m.policy.name, self.mutant, self.bounds, len(keys), transitions,
+                           depth, complete, time.perf_counter() - t0, None, [], stop, peak)
+
+    def _path(self, parents: array, keys: list[bytes], sid: int,
+              invariant: str) -> list[tuple[int, int, int]]:
+        """Real-label actions from the initial state through state ``sid`` to a violation.
+
+        Canonical states hide which relabelling produced them, so the path is
+        rebuilt by replaying from the real initial state and, at each step,
+        taking the action whose canonical successor is the next state on the
+        canonical path.
+        """
+        chain = []
+        i = sid
+        while i >= 0:
+            chain.append(keys[i])
+            i = parents[i]
+        chain.reverse()
+        m = self.m
+        n = self.canon.size
+        s = m.new_state()
+        budgets = self.budget_init
+        actions: list[tuple[int, int, int]] = []
+        for target in chain[1:]:
+            for a, x, bud in self._real_successors(s, budgets):
+                if self.canon.key(x) + bud == target:
+                    s, budgets = x, bud
+                    actions.append(a)
+                    break
+            else:  # pragma: no cover - would be a canonicalisation bug
+                raise RuntimeError("could not rebuild the counterexample path")
+        for a, x, _bud in self._real_successors(s, budgets):
+            if not m.vio:
+                m.check_recoverable(x)
+            hit = any(v.invariant == invariant for v in m.vio)
+            m.vio.clear()
+            if hit:
+                actions.append(a)
+                return actions
+        del n
+        raise RuntimeError("could not rebuild the violating step")  # pragma: no cover
+
+    def _real_successors(self, s: list[int], budgets: bytes):
+        """Successors of a real (non-canonical) state, violations left in m.vio."""
+        m = self.m
+        pos = self.budget_pos
+        for a in m.enabled(s, self.features):
+            bud = budgets
+            if pos:
+                cls = budget_class(m, s, a)
+                if cls is not None and cls in pos:
+                    i = pos[cls]
+                    if not budgets[i]:
+                        continue
+                    bb = bytearray(budgets)
+                    bb[i] -= 1
+                    bud = bytes(bb)
+            x = s.copy()
+            m.vio.clear()
+            m.apply(x, a)
+            yield a, x, bud
+            m.vio.clear()
