@@ -57,11 +57,9 @@ class Canon:
         L = m.layout
         self.size = L.size
         self.lo0 = m.tag_lo_start
-        self.hi0 = m.tag_hi_start
-        self.hi1 = m.tag_hi_end
+        self.tags_end = m.tags_end
+        self.banks = list(m.banks)  # (start, end, start of its want field)
         self.nctx = m.nctx
-        self.want_lo0 = m.want_lo[0]
-        self.want_hi0 = m.want_hi[0]
         # Version counters: 1 for every context that has one, 0 otherwise.
         v0, v1 = m.slice_ver
         self.ver0, self.ver1 = v0, v1
@@ -75,37 +73,36 @@ class Canon:
 
     # ------------------------------------------------------------- canonical
 
-    def _tables_for(self, wants: bytes) -> tuple[bytes, bytes]:
-        """Translation tables for the low and high bank given the latest values."""
+    def _tables_for(self, wants: bytes) -> tuple[bytes, ...]:
+        """One translation table per bank, from that bank's latest values."""
         n = self.nctx
-        tl = bytearray(_BASE)
-        for w in wants[:n]:
-            if w > OWNER_MASK:
-                tl[w] = (1 << OWNER_BITS) | (w & OWNER_MASK)
-        th = bytearray(_BASE)
-        for w in wants[n:]:
-            if w > OWNER_MASK:
-                th[w] = (1 << OWNER_BITS) | (w & OWNER_MASK)
-        tabs = (bytes(tl), bytes(th))
+        tabs = []
+        for i in range(len(self.banks)):
+            tab = bytearray(_BASE)
+            for w in wants[i * n:(i + 1) * n]:
+                if w > OWNER_MASK:
+                    tab[w] = (1 << OWNER_BITS) | (w & OWNER_MASK)
+            tabs.append(bytes(tab))
+        out = tuple(tabs)
         if len(self._tables) < 1 << 16:
-            self._tables[wants] = tabs
-        return tabs
+            self._tables[wants] = out
+        return out
 
     def key(self, s: list[int]) -> bytes:
         """The canonical bytes of state s (s itself is left unchanged)."""
-        lo0, hi0, hi1 = self.lo0, self.hi0, self.hi1
         try:
             b = bytes(s)
         except ValueError:
             b = bytes(self._small_versions(s))
-        wl, wh, n = self.want_lo0, self.want_hi0, self.nctx
-        wants = b[wl:wl + n] + b[wh:wh + n]
+        n = self.nctx
+        wants = b"".join(b[w:w + n] for _a, _z, w in self.banks)
         tabs = self._tables.get(wants)
         if tabs is None:
             tabs = self._tables_for(wants)
-        r = bytearray(b[lo0:hi0].translate(tabs[0]))
-        r += b[hi0:hi1].translate(tabs[1])
-        r += b[hi1:]
+        r = bytearray()
+        for (a, z, _w), tab in zip(self.banks, tabs, strict=True):
+            r += b[a:z].translate(tab)
+        r += b[self.tags_end:]
         r[self.ver0:self.ver1] = self.ver_const
         running = {r[i] for i in self.cur_idx}
         f0 = self.foreign0
@@ -114,13 +111,14 @@ class Canon:
                 r[f0 + t] = 1
         best = bytes(r)
         rq_idle = self.rq_idle
+        lo0, te = self.lo0, self.tags_end
         for ig, slices, tagtab in self.relabels:
             x = bytearray(ig(best))
             for a, z, tab in slices:
                 x[a:z] = x[a:z].translate(tab)
             x[rq_idle] = 0
             if tagtab is not None:
-                x[lo0:hi1] = x[lo0:hi1].translate(tagtab)
+                x[lo0:te] = x[lo0:te].translate(tagtab)
             cand = bytes(x)
             if cand < best:
                 best = cand
@@ -131,10 +129,8 @@ class Canon:
         tag has version 1 (latest) or 0; the fast path then handles it."""
         r = list(s)
         n = self.nctx
-        wl, wh = self.want_lo0, self.want_hi0
-        want_lo = s[wl:wl + n]
-        want_hi = s[wh:wh + n]
-        for lo, hi, want in ((self.lo0, self.hi0, want_lo), (self.hi0, self.hi1, want_hi)):
+        for lo, hi, w in self.banks:
+            want = s[w:w + n]
             for i in range(lo, hi):
                 x = r[i]
                 if x > OWNER_MASK:

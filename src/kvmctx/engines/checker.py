@@ -42,6 +42,7 @@ class Bounds:
     # preemption bounding): "switch" (a running thread switched out), "softirq",
     # "migration", "kneon", ... Classes not listed are unbounded.
     budgets: tuple[tuple[str, int], ...] = ()
+    vhe: bool = True
     description: str = ""
 
     def config(self) -> ModelConfig:
@@ -56,14 +57,14 @@ class Bounds:
         vs = tuple(VcpuSpec(f"vcpu{v}", sve=self.vcpu_sve, vl=256 if self.vcpu_sve else 128)
                    for v in range(self.vcpus))
         return ModelConfig(cpus=self.cpus, tasks=tuple(tasks), vcpus=vs,
-                           features=frozenset(self.features))
+                           features=frozenset(self.features), vhe=self.vhe)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "cpus": self.cpus, "fpsimd_tasks": self.fpsimd_tasks,
                 "sve_tasks": self.sve_tasks, "kneon_tasks": self.kneon_tasks,
                 "vcpus": self.vcpus, "vcpu_sve": self.vcpu_sve,
                 "features": sorted(self.features), "depth": self.depth,
-                "budgets": dict(self.budgets)}
+                "budgets": dict(self.budgets), "vhe": self.vhe}
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Bounds:
@@ -74,7 +75,8 @@ class Bounds:
                       features=frozenset(d.get("features", ())),
                       depth=d.get("depth"),
                       budgets=tuple(sorted((str(k), int(v))
-                                           for k, v in dict(d.get("budgets", {})).items())))
+                                           for k, v in dict(d.get("budgets", {})).items())),
+                      vhe=bool(d.get("vhe", True)))
 
 
 # Budget classes an action can belong to (see budget_class).
@@ -85,6 +87,12 @@ STANDARD_FEATURES = frozenset({"sve", "softirq-neon", "preempt", "migration", "s
                                "exit-user"})
 
 BOUNDS: dict[str, Bounds] = {
+    "kvm-sve-nvhe": Bounds(
+        "kvm-sve-nvhe", cpus=1, fpsimd_tasks=1, sve_tasks=0, vcpus=1, vcpu_sve=True,
+        features=frozenset({"guest-sve", "guest-vl", "softirq-neon", "exit-user"}),
+        budgets=(("softirq", 2), ("switch", 2)), vhe=False,
+        description="nVHE host, 1 CPU, 1 FPSIMD task, a VMM with 1 SVE vCPU (VL256) that may "
+                    "lower its VL, softirq kernel-mode NEON"),
     "small": Bounds(
         "small", cpus=1, fpsimd_tasks=1, sve_tasks=0, vcpus=1,
         features=frozenset({"softirq-neon", "exit-user"}),
@@ -98,6 +106,16 @@ BOUNDS: dict[str, Bounds] = {
                     "VMM; along any run at most 3 switch-outs, 2 softirq NEON uses, 1 "
                     "migration, 2 signal events (all other events unbounded)"),
 }
+
+
+
+
+def register_bounds(b: Bounds) -> Bounds:
+    """Add named bounds (feature and mutant modules use it for their own bounds)."""
+    if b.name in BOUNDS:
+        raise ValueError(f"bounds {b.name} defined twice")
+    BOUNDS[b.name] = b
+    return b
 
 
 # ----------------------------------------------------------------- results
@@ -152,6 +170,9 @@ def budget_class(m: Model, s: list[int], a: tuple[int, int, int]) -> str | None:
     kind = a[0]
     if kind == SCHED:
         return "switch" if s[m.cur[a[1]]] else None
+    spec = m.ext_actions.get(kind)
+    if spec is not None:
+        return spec.budget
     return _ACTION_BUDGET.get(kind)
 
 

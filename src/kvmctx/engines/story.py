@@ -138,8 +138,16 @@ def replay(m: Model, actions: list[tuple[int, int, int]], features: frozenset[st
 
 
 def describe_action(a: tuple[int, int, int]) -> str:
+    from kvmctx.model.features import all_actions
+
     kind = a[0]
-    name = ACTION_NAMES[kind] if 0 <= kind < len(ACTION_NAMES) else f"kind{kind}"
+    ext = all_actions()
+    if 0 <= kind < len(ACTION_NAMES):
+        name = ACTION_NAMES[kind]
+    elif kind in ext:
+        name = ext[kind].name
+    else:
+        name = f"kind{kind}"
     return f"{name}({a[1]}, {a[2]})"
 
 
@@ -233,7 +241,10 @@ def load_cex(path: str | Path) -> dict[str, Any]:
         if (not isinstance(a, list) or len(a) != 3
                 or not all(isinstance(x, int) and not isinstance(x, bool) for x in a)):
             raise CexError(f"{p}: step {i}: 'action' must be a list of three integers")
-        if not 0 <= a[0] < len(ACTION_NAMES) or not all(0 <= x < 256 for x in a[1:]):
+        from kvmctx.model.features import all_actions
+
+        known = 0 <= a[0] < len(ACTION_NAMES) or a[0] in all_actions()
+        if not known or not all(0 <= x < 256 for x in a[1:]):
             raise CexError(f"{p}: step {i}: action {a} is out of range")
     if not isinstance(data["bounds"], dict):
         raise CexError(f"{p}: 'bounds' must be an object")

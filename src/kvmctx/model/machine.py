@@ -66,7 +66,6 @@ from kvmctx.model.layout import (
     REF_VER,
     TAG_HI,
     TAG_LO,
-    TAG_ZA,
     THREAD,
     VCPU,
     Layout,
@@ -179,6 +178,12 @@ class Model:
         self.rec_ctx = [(t, True, False) for t in range(1, self.nthreads)]
         self.rec_ctx += [(self.vctx[v], False, bool(self.vcpu_sve[v])) for v in range(nv)]
 
+        from kvmctx.model import features as FT
+
+        self.feats = [f for f in (FT.get(n) for n in sorted(config.features)) if f is not None]
+        self.ext_actions = {}
+        for f in self.feats:
+            self.ext_actions.update(f.actions)
         self._build_layout()
         self.prog = build_program(policy, self.hc.kernel_neon_preemptible)
         pts = self.prog.points
@@ -262,6 +267,9 @@ class Model:
             (attr, name, dim, init, ref, "model")
             for attr, name, dim, init, ref in self.MODEL_FIELDS
         ]
+        for f in self.feats:
+            specs.extend((attr, name, dim, init, ref, "model")
+                         for attr, name, dim, init, ref in f.fields)
         dims = ((CPU, self.policy.cpu_fields), (THREAD, self.policy.thread_fields),
                 (VCPU, self.policy.vcpu_fields))
         pol_specs: dict[str, StateField] = {}
@@ -270,15 +278,21 @@ class Model:
                 specs.append((None, fname, dim, spec.init, spec.ref, self.policy.name))
                 pol_specs[fname] = spec
 
-        order = {TAG_LO: 0, TAG_HI: 1, TAG_ZA: 1, REF_CPU: 2, REF_THREAD: 3, REF_CTX: 4,
-                 REF_VER: 5}
+        # Tag banks first (low, high, then feature banks by name), each contiguous;
+        # then CPU ids, thread ids, context ids, version counters, the rest.
+        tag_kinds = [TAG_LO, TAG_HI] + sorted(
+            {sp[4] for sp in specs if sp[4] and sp[4].startswith("tag_")} - {TAG_LO, TAG_HI})
+        order = {kind: i for i, kind in enumerate(tag_kinds)}
+        nt = len(tag_kinds)
+        order.update({REF_CPU: nt, REF_THREAD: nt + 1, REF_CTX: nt + 2, REF_VER: nt + 3})
+        ngroups = nt + 5
 
         def group(sp: tuple) -> int:
-            return order.get(sp[4], 6)
+            return order.get(sp[4], nt + 4)
 
         self.pf: dict[str, list[int]] = {}
         self.stash_slots: list[tuple[int, bool]] = []  # (index, is_hi)
-        bounds: dict[int, list[int]] = {g: [] for g in range(7)}
+        bounds: dict[int, list[int]] = {g: [] for g in range(ngroups)}
         for sp in sorted(specs, key=group):  # stable: declaration order within a group
             attr, name, dim, init, ref, owner = sp
             if owner == "model":
@@ -295,16 +309,27 @@ class Model:
         # tags, CPU ids, thread ids, context ids, version counters, the rest.
         ends = []
         prev = 0
-        for g in range(7):
+        for g in range(ngroups):
             prev = max(bounds[g]) if bounds[g] else prev
             ends.append(prev)
+        starts = [0] + ends[:-1]
         self.tag_lo_start = 0
         self.tag_hi_start, self.tag_hi_end = ends[0], ends[1]
-        self.slice_cpu = (ends[1], ends[2])
-        self.slice_thread = (ends[2], ends[3])
-        self.slice_ctx = (ends[3], ends[4])
-        self.slice_ver = (ends[4], ends[5])
+        self.tags_end = ends[nt - 1]
+        # (first index, end index, ref kind) of each tag bank
+        self.bank_slices = [(starts[i], ends[i], kind) for i, kind in enumerate(tag_kinds)]
+        self.slice_cpu = (starts[nt], ends[nt])
+        self.slice_thread = (starts[nt + 1], ends[nt + 1])
+        self.slice_ctx = (starts[nt + 2], ends[nt + 2])
+        self.slice_ver = (starts[nt + 3], ends[nt + 3])
         self.layout = L
+        # Which "latest value" field each bank's tags are compared with.
+        want_attr = {TAG_LO: "want_lo", TAG_HI: "want_hi"}
+        for f in self.feats:
+            for kind, attr in f.banks:
+                want_attr[kind] = attr
+        self.banks = [(a, z, getattr(self, want_attr[kind])[0])
+                      for a, z, kind in self.bank_slices]
 
     def _init_state(self) -> None:
         s = list(self.layout.init)
@@ -325,6 +350,9 @@ class Model:
             s[self.insys[i]] = 1         # ... from the syscall that created it
             s[self.rq[i]] = ts.cpu
         s[self.pc[0]] = self.L_IDLE
+        for f in self.feats:
+            if f.init is not None:
+                f.init(self, s)
         for k in range(self.ncpu):
             s[self.vl[k]] = 1
         self.init_state = tuple(s)
@@ -418,7 +446,13 @@ class Model:
         elif kind == READ:
             pass
         else:
-            raise ValueError(f"unknown action kind {kind}")
+            spec = self.ext_actions.get(kind)
+            if spec is None:
+                raise ValueError(f"unknown action kind {kind}")
+            spec.handler(self, s, a)
+            if self.check_invariants and spec.cpu_arg:
+                self.check_cpu(s, a[1])
+            return
         if self.check_invariants and kind != MIGRATE:
             self.check_cpu(s, a[1])
 
@@ -526,6 +560,9 @@ class Model:
 
     def check_cpu(self, s: list[int], k: int) -> None:
         """Integrity and confidentiality of whoever can read CPU k's registers."""
+        for f in self.feats:
+            if f.check_cpu is not None:
+                f.check_cpu(self, s, k)
         c, lo_ok, hi_ok = self.readable(s, k)
         if not c:
             return
@@ -618,6 +655,9 @@ class Model:
                     self.violate("recoverability", f"the kernel-mode NEON state of "
                                  f"{self.tname(t)} is lost", k, (c,))
                     return
+        for f in self.feats:
+            if f.check_state is not None:
+                f.check_state(self, s)
 
     def _recover_slow(self, s: list[int], c: int, is_thread: bool, hi_static: bool) -> bool:
         """The full recoverability test for one context; True if it reported."""
@@ -689,6 +729,9 @@ class Model:
                 out.append((GEXIT, k, EXIT_KERNEL))
                 if "exit-user" in features:
                     out.append((GEXIT, k, EXIT_USER))
+                for f in self.feats:
+                    if f.enabled is not None:
+                        f.enabled(self, s, k, t, pc, kind, out)
                 continue
             if kind == K_USER:
                 out.append((UFP, k, 0))
@@ -704,6 +747,9 @@ class Model:
                     out.append((KNEON, k, 0))
             if sirq_on and self.p_sirq[pc]:
                 out.append((SIRQ, k, 0))
+            for f in self.feats:
+                if f.enabled is not None:
+                    f.enabled(self, s, k, t, pc, kind, out)
             if self.p_preempt[pc]:
                 # A thread at EL0 or inside a kernel-mode NEON section can be preempted
                 # by another runnable thread but cannot block (switch to idle).
@@ -716,6 +762,9 @@ class Model:
                             out.append((SCHED, k, 0))
                     elif s[rq0 + u] == k and u not in running:
                         out.append((SCHED, k, u))
+        for f in self.feats:
+            if f.enabled_global is not None:
+                f.enabled_global(self, s, running, out)
         if "migration" in features and self.ncpu > 1:
             for u in range(1, nthreads):
                 if u not in running:
@@ -745,6 +794,8 @@ class Model:
 
     def action_text(self, s, a: tuple[int, int, int]) -> str:
         kind, x, y = a
+        if kind in self.ext_actions:
+            return self.ext_actions[kind].text(self, s, a)
         if kind == MIGRATE:
             return f"migrate {self.tname(x)} to CPU{y}"
         t = s[self.cur[x]]

@@ -67,22 +67,66 @@ register(Mutant(
 ))
 
 
+def _lazy_zcr(p: Policy) -> Policy:
+    """Before 59419f10045b: only a VHE host (which runs under ZCR_EL2) sees the vCPU's
+    maximum VL after an exit; an nVHE host keeps the guest's ZCR_EL1 until vcpu_put."""
+    from kvmctx.policies.base import Step, replace_step
+
+    def hyp_exit_zcr_lazy(m, s, k, t):
+        v = m.vcpu_of[t]
+        if m.config.vhe and m.vcpu_sve[v]:
+            s[m.vl[k]] = m.ctx_vq[m.vctx[v]]
+
+    return p.but(hyp_exit=replace_step(p.hyp_exit, "ZCR", Step(
+        hyp_exit_zcr_lazy, "ZCR left as the guest programmed it (nVHE)",
+        "arch/arm64/kvm/hyp/include/hyp/switch.h")))
+
+
+register(Mutant(
+    name="lazy-zcr-switch",
+    base="upstream-6.14",
+    source="59419f10045b",
+    catalogue=22,
+    invariant="no-bug",
+    description="ZCR_EL1 is not switched back at exit: on nVHE the live VL is the guest's "
+                "when a softirq saves the bound vCPU state at the vCPU's max VL: WARN, SIGKILL",
+    transform=_lazy_zcr,
+    bounds="kvm-sve-nvhe",
+))
+
+
 # Catalogue entries the model does not express, and why (kept in step with docs).
 NOT_EXPRESSED: dict[int, str] = {}
 
 
+def _load_more() -> None:
+    """Mutant modules kept apart by area register themselves on import."""
+    import importlib
+
+    for mod in ("kvmctx.policies.mutants_host",):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
 def names() -> list[str]:
+    _load_more()
     return list(_MUTANTS)
 
 
 def get(name: str) -> Mutant:
+    _load_more()
     return _MUTANTS[name]
 
 
 def all_mutants() -> list[Mutant]:
+    _load_more()
     return list(_MUTANTS.values())
 
 
 def catalogue() -> list[Mutant]:
+    _load_more()
     return sorted((m for m in _MUTANTS.values() if m.catalogue is not None),
                   key=lambda m: (m.catalogue, m.name))

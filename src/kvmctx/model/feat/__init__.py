@@ -1,0 +1,1 @@
+"""Feature modules (see kvmctx.model.features); each registers itself on import."""
