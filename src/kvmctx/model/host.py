@@ -48,6 +48,10 @@ class HostConfig:
     # v6.2 (seed 003): the binding carries to_save/sve_state/vl of *the bound
     # state*; before, the SVE save went to current's buffer at current's VL.
     bound_state_format: bool
+    # v4.18 (Martin's series): fpsimd_save() writes the FPSIMD image the CPU
+    # binding names (fpsimd_last_state.st); v4.17's task_fpsimd_save() wrote
+    # current's own thread struct whatever the binding said.
+    save_to_bound: bool
     # v6.8: kernel-mode NEON in task context is preemptible (TIF_KERNEL_FPSTATE)
     kernel_neon_preemptible: bool
     syscall_sve: str
@@ -73,13 +77,13 @@ class HostConfig:
 
 
 HOST_4_17 = HostConfig(
-    era="v4.17", fp_type_tracking=False, bound_state_format=False,
+    era="v4.17", fp_type_tracking=False, bound_state_format=False, save_to_bound=False,
     kernel_neon_preemptible=False, syscall_sve=SYSCALL_DISCARD,
     flush_cpu_sets_foreign=False, flush_task_sets_foreign=False,
     signal_frame_from_fp_type=False,
 )
 HOST_4_18 = HOST_4_17.but(era="v4.18", flush_cpu_sets_foreign=True,
-                          flush_task_sets_foreign=True)
+                          flush_task_sets_foreign=True, save_to_bound=True)
 HOST_6_1 = HOST_4_18.but(era="v6.1")
 HOST_SEED_003 = HOST_4_18.but(era="seed 003 (2022)", fp_type_tracking=True,
                               bound_state_format=True, syscall_sve=SYSCALL_KEEP,
@@ -109,7 +113,7 @@ def fpsimd_save_user_state(m, s: list[int], k: int) -> None:
     cur = s[m.cur[k]]
     if s[m.foreign[cur]]:
         return
-    c = s[m.bound[k]]
+    c = s[m.bound[k]] if m.hc.save_to_bound else cur
     if c == NONE:
         m.violate("no-bug", "fpsimd_save_user_state(): TIF_FOREIGN_FPSTATE is clear but the "
                   "CPU binding is empty (NULL dereference)", k, (cur,))
