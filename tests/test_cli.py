@@ -36,7 +36,7 @@ def test_bare_run_uses_defaults():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["run", "--policy", "nope"], "valid: upstream-6.14"),
+    (["run", "--policy", "nope"], "upstream-6.14"),
     (["run", "--scenario", "nope"], "valid: default"),
     (["run", "--events", "-1"], "--events"),
     (["run", "--guest-fp", "1.5"], "probability"),

@@ -61,26 +61,39 @@ def adapt_workload(policy: Policy, w: Workload, explicit: dict[str, Any]
                    ) -> tuple[Workload, list[str]]:
     """Fit a scenario to what a design's era could run, or refuse an explicit request.
 
-    A built-in scenario with SVE vCPUs still runs on a design that predates vCPU
-    SVE (v5.2): its vCPUs run FPSIMD-only, as the guest would on that kernel, and
-    the result says so. Asking for SVE explicitly (``--vl``) on such a design is a
-    usage error.
+    A built-in scenario still runs on a design that cannot express one of its
+    features: SVE vCPUs run FPSIMD-only on designs that predate vCPU SVE (v5.2),
+    SVE host tasks run FPSIMD-only where the design has no SVE, and softirq or
+    task kernel-mode NEON is left out where it did not exist (arm32 in 2012).
+    The result says so. Asking for the feature explicitly (``--vl``,
+    ``--guest-sve``, ``--softirq-neon``) on such a design is a usage error.
     """
     notes: list[str] = []
-    needed = w.features()
-    missing = needed - policy.supports
+    missing = w.features() - policy.supports
     if not missing:
         return w, notes
-    if "vl" in explicit or "guest_sve" in explicit and explicit["guest_sve"]:
-        raise UsageError(f"policy {policy.name} cannot model {', '.join(sorted(missing))} "
-                         f"(asked for with --vl/--guest-sve); valid designs for SVE: those "
-                         f"whose 'kvmctx policies' row supports it")
+    asked = {"sve": "vl", "guest-sve": "guest_sve", "softirq-neon": "softirq_neon",
+             "sysregs": "sysregs"}
+    for feat in sorted(missing):
+        knob = asked.get(feat)
+        if knob and explicit.get(knob):
+            raise UsageError(f"policy {policy.name} cannot model {feat} (asked for with "
+                             f"--{knob.replace('_', '-')}); see 'kvmctx policies'")
     if "guest-sve" in missing:
         w = replace(w, vcpus=tuple(replace(v, sve=False) for v in w.vcpus), guest_sve=0.0)
-        notes.append(f"{policy.name} predates vCPU SVE: SVE vCPUs run FPSIMD-only here")
+        notes.append(f"{policy.name} cannot give a vCPU SVE: SVE vCPUs run FPSIMD-only here")
     if "sve" in missing:
         w = replace(w, tasks=tuple(replace(t, sve=False) for t in w.tasks))
-        notes.append(f"{policy.name} has no SVE: SVE host tasks run FPSIMD-only here")
+        notes.append(f"{policy.name} has no host SVE: SVE host tasks run FPSIMD-only here")
+    if "softirq-neon" in missing:
+        w = replace(w, softirq_neon=0.0)
+        notes.append(f"{policy.name} has no softirq kernel-mode NEON: left out")
+    if "sysregs" in missing:
+        w = replace(w, sysregs="")
+        notes.append(f"{policy.name} has no deferred-sysreg model: sysregs left out")
+    if "kernel-neon" in missing:
+        w = replace(w, tasks=tuple(replace(t, kneon=False) for t in w.tasks))
+        notes.append(f"{policy.name} has no task kernel-mode NEON: left out")
     still = sorted(w.features() - policy.supports)
     if still:
         raise UsageError(f"policy {policy.name} cannot model feature(s) {', '.join(still)} "

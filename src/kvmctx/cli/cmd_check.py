@@ -144,20 +144,18 @@ def _progress_printer(label: str):
 
 def run_check(pol: Policy, bounds: CK.Bounds, max_states: int | None, mutant: str | None,
               label: str, quiet: bool = False) -> tuple[CK.CheckResult, Model]:
+    bounds, notes = CK.adapt_bounds(bounds, pol.supports)
     try:
         model = Model(bounds.config(), pol)
     except ValueError as e:
         fail(str(e))
-    missing = set(bounds.features) - pol.supports
-    if missing:
-        fail(f"policy {pol.name} cannot model feature(s) {', '.join(sorted(missing))}; drop "
-             "them with --features")
     upd, status = (None, None) if quiet else _progress_printer(label)
     try:
         res = CK.Checker(model, bounds, max_states=max_states, progress=upd, mutant=mutant).run()
     finally:
         if status is not None:
             status.stop()
+    res.notes = notes
     return res, model
 
 
@@ -205,7 +203,7 @@ def register(app: typer.Typer) -> None:
         res, model = run_check(pol, b, max_states, mname, f"checking {pol.name}", json_out)
         recs: list[ST.StepRecord] = []
         if res.violation is not None:
-            recs, _ = ST.replay(model, res.path, b.features)
+            recs, _ = ST.replay(model, res.path, res.bounds.features)
             res.violation["steps"] = [
                 {"action": list(r.action), "text": r.text, "cpu": r.cpu, "changes": r.changes}
                 for r in recs]
@@ -218,6 +216,8 @@ def register(app: typer.Typer) -> None:
             print_json(res.as_json())
         else:
             out.print(summary_table(res))
+            for n in res.notes:
+                out.print(f"adapted to {res.policy}: {n}")
             if res.violation is not None:
                 out.print(ST.story_table(model, recs, "counterexample (shortest): "
                                          f"{res.violation['invariant']}"))

@@ -126,6 +126,9 @@ def run(
     migrate: float | None = typer.Option(None, help=KNOB_HELP),
     exit_user: float | None = typer.Option(None, help="Fraction of exits that go to the VMM."),
     guest_fp_pattern: str | None = typer.Option(None, help="bernoulli, bursty or phased."),
+    sysregs: str | None = typer.Option(None, help="EL1/EL0 sysreg switching: eager, deferred "
+                                                  "or deferred-stale (seed 001)."),
+    nvhe: bool = typer.Option(False, "--nvhe", help="Model an nVHE host (default VHE)."),
     cost_profile: str | None = typer.Option(None, help="Built-in profile name or TOML path."),
     no_invariants: bool = typer.Option(False, "--no-invariants", help="Skip invariant checks."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -135,7 +138,8 @@ def run(
     """Simulate one policy on one scenario and print its counts and cost."""
     knobs = _knobs(guest_fp=guest_fp, cpus=cpus, vl=vl, vcpus=vcpus, softirq_neon=softirq_neon,
                    preempt=preempt, migrate=migrate, exit_user=exit_user,
-                   guest_fp_pattern=guest_fp_pattern)
+                   guest_fp_pattern=guest_fp_pattern, sysregs=sysregs,
+                   vhe=False if nvhe else None)
     if events < 0:
         fail(f"--events must be >= 0, got {events}")
     if seed < 0:
@@ -185,6 +189,8 @@ def compare(
     events: int = typer.Option(100_000),
     guest_fp: float | None = typer.Option(None),
     vl: int | None = typer.Option(None),
+    sysregs: str | None = typer.Option(None, help="eager, deferred or deferred-stale."),
+    nvhe: bool = typer.Option(False, "--nvhe", help="Model an nVHE host (default VHE)."),
     cost_profile: str | None = typer.Option(None),
     json_out: bool = typer.Option(False, "--json"),
     csv: Path | None = typer.Option(None, "--csv"),
@@ -194,7 +200,7 @@ def compare(
     names = [n.strip() for n in policies.split(",") if n.strip()]
     if not names:
         fail("--policies is empty")
-    knobs = _knobs(guest_fp=guest_fp, vl=vl)
+    knobs = _knobs(guest_fp=guest_fp, vl=vl, sysregs=sysregs, vhe=False if nvhe else None)
     results = []
     for n in names:
         try:

@@ -109,11 +109,11 @@ class Canon:
         for t in range(1, self.nthreads):
             if t not in running:
                 r[f0 + t] = 1
-        best = bytes(r)
+        base = best = bytes(r)
         rq_idle = self.rq_idle
         lo0, te = self.lo0, self.tags_end
         for ig, slices, tagtab in self.relabels:
-            x = bytearray(ig(best))
+            x = bytearray(ig(base))
             for a, z, tab in slices:
                 x[a:z] = x[a:z].translate(tab)
             x[rq_idle] = 0

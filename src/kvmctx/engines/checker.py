@@ -43,6 +43,7 @@ class Bounds:
     # "migration", "kneon", ... Classes not listed are unbounded.
     budgets: tuple[tuple[str, int], ...] = ()
     vhe: bool = True
+    sysregs: str = "eager"
     description: str = ""
 
     def config(self) -> ModelConfig:
@@ -57,14 +58,15 @@ class Bounds:
         vs = tuple(VcpuSpec(f"vcpu{v}", sve=self.vcpu_sve, vl=256 if self.vcpu_sve else 128)
                    for v in range(self.vcpus))
         return ModelConfig(cpus=self.cpus, tasks=tuple(tasks), vcpus=vs,
-                           features=frozenset(self.features), vhe=self.vhe)
+                           features=frozenset(self.features), vhe=self.vhe,
+                           sysregs=self.sysregs)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "cpus": self.cpus, "fpsimd_tasks": self.fpsimd_tasks,
                 "sve_tasks": self.sve_tasks, "kneon_tasks": self.kneon_tasks,
                 "vcpus": self.vcpus, "vcpu_sve": self.vcpu_sve,
                 "features": sorted(self.features), "depth": self.depth,
-                "budgets": dict(self.budgets), "vhe": self.vhe}
+                "budgets": dict(self.budgets), "vhe": self.vhe, "sysregs": self.sysregs}
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Bounds:
@@ -76,17 +78,23 @@ class Bounds:
                       depth=d.get("depth"),
                       budgets=tuple(sorted((str(k), int(v))
                                            for k, v in dict(d.get("budgets", {})).items())),
-                      vhe=bool(d.get("vhe", True)))
+                      vhe=bool(d.get("vhe", True)), sysregs=str(d.get("sysregs", "eager")))
 
 
 # Budget classes an action can belong to (see budget_class).
 BUDGET_CLASSES = ("switch", "softirq", "migration", "kneon", "signal", "ptrace", "exec",
-                  "hotplug", "pm", "guest-vl", "sysreg")
+                  "hotplug", "pm", "guest-vl", "sysreg", "vfp")
 
 STANDARD_FEATURES = frozenset({"sve", "softirq-neon", "preempt", "migration", "signals",
                                "exit-user"})
 
 BOUNDS: dict[str, Bounds] = {
+    "sysregs": Bounds(
+        "sysregs", cpus=1, fpsimd_tasks=1, sve_tasks=0, vcpus=1,
+        features=frozenset({"sysregs", "exit-user", "preempt"}),
+        budgets=(("switch", 2), ("sysreg", 3)), sysregs="deferred",
+        description="1 CPU, 1 task, a VMM with 1 vCPU, deferred EL1/EL0 sysregs (VHE), "
+                    "guest sysreg writes, emulated sysreg accesses, host TLS writes"),
     "kvm-sve-nvhe": Bounds(
         "kvm-sve-nvhe", cpus=1, fpsimd_tasks=1, sve_tasks=0, vcpus=1, vcpu_sve=True,
         features=frozenset({"guest-sve", "guest-vl", "softirq-neon", "exit-user"}),
@@ -118,6 +126,31 @@ def register_bounds(b: Bounds) -> Bounds:
     return b
 
 
+def adapt_bounds(b: Bounds, supports: frozenset[str]) -> tuple[Bounds, list[str]]:
+    """Fit bounds to what a design can express (the same rule as for workloads):
+    SVE tasks become FPSIMD tasks where there is no host SVE, SVE vCPUs become
+    FPSIMD vCPUs where vCPU SVE did not exist, and other features the design
+    cannot express are left out. The notes say what changed."""
+    missing = set(b.features) - set(supports)
+    if not missing:
+        return b, []
+    notes = []
+    kw: dict[str, Any] = {"features": frozenset(set(b.features) & set(supports))}
+    if "sve" in missing and b.sve_tasks:
+        kw["fpsimd_tasks"] = b.fpsimd_tasks + b.sve_tasks
+        kw["sve_tasks"] = 0
+        notes.append(f"no host SVE: the {b.sve_tasks} SVE task(s) run FPSIMD-only")
+    if "guest-sve" in missing and b.vcpu_sve:
+        kw["vcpu_sve"] = False
+        notes.append("no vCPU SVE: the vCPU runs FPSIMD-only")
+    if "kernel-neon" in missing and b.kneon_tasks:
+        kw["kneon_tasks"] = 0
+    other = sorted(missing - {"sve", "guest-sve"})
+    if other:
+        notes.append(f"left out (the design cannot express them): {', '.join(other)}")
+    return Bounds(**{**b.__dict__, **kw}), notes
+
+
 # ----------------------------------------------------------------- results
 
 
@@ -135,6 +168,7 @@ class CheckResult:
     path: list[tuple[int, int, int]] = field(default_factory=list)
     stop_reason: str = ""
     peak_rss_mb: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def states_per_s(self) -> float:
@@ -151,6 +185,7 @@ class CheckResult:
             "complete": self.complete,
             "seconds": round(self.seconds, 3),
             "violation": self.violation,
+            "adapted": self.notes,
         }
 
 

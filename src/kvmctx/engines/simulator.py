@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvmctx.model import counters as C
+from kvmctx.model.feat.sysregs import GSR_WRITE, HOST_TLS, SR_EMULATE
 from kvmctx.model.flow import EXIT_KERNEL, EXIT_USER, K_GUEST, K_STEP, K_USER
 from kvmctx.model.machine import (
     GEXIT,
@@ -103,6 +104,8 @@ class Simulator:
         self.event = 0
         self.fp_truth: list[list[bool]] = [[] for _ in range(m.nvcpu)]
         self.record_truth = False
+        self.sysregs = "sysregs" in model.config.features
+        self.last_reason = [""] * m.nvcpu
 
     # ---------------------------------------------------------------- helpers
 
@@ -220,6 +223,9 @@ class Simulator:
         kind = m.p_kind[pc]
         if kind == K_GUEST:
             v = vcpu_of[t]
+            if self.sysregs and rnd() < w.sysreg_write:
+                self._apply((GSR_WRITE, k, rng.randrange(2)))
+                return
             if self.seg_fp[v] and not self.seg_used[v]:
                 self.seg_used[v] = True
                 m.ctr[C.GUEST_FP_USES] += 1
@@ -227,6 +233,7 @@ class Simulator:
             else:
                 i = rng.choices(self.reason_idx, self.reason_w)[0]
                 self.reason_counts[i] += 1
+                self.last_reason[v] = self.reasons[i]
                 if self.reasons[i] == "wfx" and rnd() < w.wfx_block:
                     self.block[t] = True
                 self._apply((GEXIT, k, self.reason_cls[i]))
@@ -256,12 +263,18 @@ class Simulator:
                         self._apply((USVE, k, 0))
                     else:
                         self._apply((UFP, k, 0))
+                elif self.sysregs and r > 0.97:
+                    self._apply((HOST_TLS, k, 0))
                 else:
                     self._apply((READ, k, 0))
             return
         if pc == m.L_SYS and m.task_kneon[t] and r < w.kneon_task:
             self._apply((KNEON, k, 0))
             return
+        if self.sysregs and pc == m.L_POST and self.last_reason[vcpu_of[t]] == "sys64":
+            # The SYS64 exit is a trapped sysreg access: emulate it through the accessors.
+            self.last_reason[vcpu_of[t]] = ""
+            self._apply((SR_EMULATE, k, rng.randrange(2)))
         if pc == m.L_TOP and self.block[t]:
             self.block[t] = False
             if self._switch(k, t, True):

@@ -27,9 +27,13 @@ FEATURES = (
     "sysregs",       # deferred EL1 system registers (seed 001)
     "guest-vl",      # the guest programs a smaller SVE VL (ZCR_EL1)
     "exit-user",     # guest exits that return to the VMM's userspace
+    "vfp-subarch",   # arm32 VFP subarchitecture: FPEXC.EX with FPINST/FPINST2 pending
 )
 
 DEFAULT_VL = 128  # bits; FPSIMD-only contexts are modelled at VL128
+
+# Seed 001: how EL1 and EL0 system registers are switched (feature "sysregs").
+SYSREG_MODES = ("eager", "deferred", "deferred-stale")
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,13 @@ class ModelConfig:
     vcpus: tuple[VcpuSpec, ...] = ()
     features: frozenset[str] = field(default_factory=frozenset)
     vhe: bool = True           # VHE host (False: nVHE, the host kernel at EL1)
+    sysregs: str = "eager"     # EL1/EL0 sysreg switching: eager, deferred, deferred-stale
 
     def __post_init__(self) -> None:
         if self.cpus < 1:
             raise ValueError("cpus must be at least 1")
+        if self.sysregs not in SYSREG_MODES:
+            raise ValueError(f"sysregs mode {self.sysregs!r}; valid: {', '.join(SYSREG_MODES)}")
         unknown = set(self.features) - set(FEATURES)
         if unknown:
             raise ValueError(f"unknown feature(s): {', '.join(sorted(unknown))}; "

@@ -52,6 +52,11 @@ class Feature:
     check_state: Callable[..., None] | None = None
     init: Callable[..., None] | None = None
     banks: tuple[tuple[str, str], ...] = ()
+    # Steps appended to the flow's hooks ("vcpu_load", "vcpu_put", "guest_entry",
+    # "hyp_exit"): fn(m) -> tuple of policies.base.Step, given the built model.
+    steps: Callable[[Any], dict[str, tuple[Any, ...]]] | None = None
+    # Called in __schedule() after fpsimd_thread_switch: fn(m, s, k, prev, next).
+    on_switch: Callable[..., None] | None = None
 
 
 _REGISTRY: dict[str, Feature] = {}

@@ -174,9 +174,11 @@ def _hook(prog: Program, hook: str, steps: tuple[Step, ...], default_gap: str,
 
 
 def build_program(policy: Policy, kernel_neon_preemptible: bool,
-                  sysreg_load: tuple[Step, ...] = (),
-                  sysreg_put: tuple[Step, ...] = ()) -> Program:
-    """Inline a policy's hooks into the generic arm64 flow."""
+                  extra: dict[str, tuple[Step, ...]] | None = None) -> Program:
+    """Inline a policy's hooks (and features' extra steps per hook) into the flow."""
+    extra = extra or {}
+    sysreg_load = extra.get("vcpu_load", ())
+    sysreg_put = extra.get("vcpu_put", ())
     P = Program()
     P.add(Point("idle", K_IDLE, sirq=True, preempt=True), "IDLE")
     P.add(Point("at EL0", K_USER, sirq=True, preempt=True, check=CHK_USER), "USER")
@@ -196,11 +198,13 @@ def build_program(policy: Policy, kernel_neon_preemptible: bool,
                 preempt=True, where="arch/arm64/kvm/arm.c: kvm_arch_vcpu_ioctl_run"), "TOP")
     _hook(P, "ctxflush", policy.ctxflush, GAP_NONE, irqs_off=True)
     _hook(P, "guest_entry", policy.guest_entry, GAP_NONE, irqs_off=True)
+    _hook(P, "guest_entry", extra.get("guest_entry", ()), GAP_NONE, irqs_off=True)
     P.add(Point("hyp: eret to the guest", K_STEP, fn=st_to_guest, irqs_off=True))
     P.add(Point("in the guest", K_GUEST, check=CHK_GUEST), "GUEST")
     exit_start = len(P.points)
     P.labels["EXIT"] = exit_start
     _hook(P, "hyp_exit", policy.hyp_exit, GAP_NONE, irqs_off=True)
+    _hook(P, "hyp_exit", extra.get("hyp_exit", ()), GAP_NONE, irqs_off=True)
     _hook(P, "ctxsync", policy.ctxsync, GAP_NONE, irqs_off=True)
     _hook(P, "post_exit", policy.post_exit, GAP_SOFTIRQ)
     if len(P.points) == exit_start:

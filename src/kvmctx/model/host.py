@@ -72,6 +72,21 @@ class HostConfig:
     # 61da7c8e2a60: the signal frame format follows fp_type, not TIF_SVE
     signal_frame_from_fp_type: bool = True
 
+    # Seed 000 patch 0.9 (RFC, 2018), as posted: fpsimd_thread_switch() asks
+    # whether *current's* state is foreign instead of next's.
+    switch_tests_prev: bool = False
+    # Seed 000 patch 0.9: WARN_ON() in __fpsimd_bind_to_cpu(): "" (none), "||" as
+    # posted (!in_softirq() || !irqs_disabled()), "&&" as meant.
+    bind_warn: str = ""
+    # Seed 000 patch 0.9: binding a state records the CPU in the state itself
+    # (st->cpu = smp_processor_id()), for vCPU states too.
+    bind_sets_state_cpu: bool = False
+    # arm32 (arch/arm/vfp, 2012): lazy VFP by FPEXC.EN. A context switch saves the
+    # owner's state if VFP was enabled and disables it; a task's first VFP
+    # instruction traps (vfp_support_entry) and loads its state unless it is
+    # still the one in the hardware. No TIF_FOREIGN_FPSTATE, no reload at ret_to_user.
+    arm32_lazy_vfp: bool = False
+
     def but(self, **kw: object) -> HostConfig:
         return replace(self, **kw)  # type: ignore[arg-type]
 
@@ -211,7 +226,23 @@ def task_fpsimd_load(m, s: list[int], k: int, t: int) -> None:
         load_state(m, s, k, t, bool(s[m.tif_sve[t]]), m.ctx_vq[t])
 
 
+def _bind_warn(m, k: int, c: int) -> None:
+    """Seed 000 patch 0.9's WARN_ON() in __fpsimd_bind_to_cpu(). Every caller binds
+    with bottom halves disabled (in_softirq() true) and IRQs as the step has them."""
+    in_softirq = True
+    irqs_off = bool(m.irqs_off)
+    cond = m.hc.bind_warn
+    fires = ((not in_softirq) or (not irqs_off)) if cond == "||" else (
+        (not in_softirq) and (not irqs_off))
+    if fires:
+        m.violate("no-bug", f"__fpsimd_bind_to_cpu(): WARN_ON(!in_softirq() {cond} "
+                  f"!irqs_disabled()) fires binding {m.name(c)} (in_softirq=1, "
+                  f"irqs_disabled={int(irqs_off)})", k, (c,))
+
+
 def fpsimd_bind_task_to_cpu(m, s: list[int], k: int, t: int) -> None:
+    if m.hc.bind_warn:
+        _bind_warn(m, k, t)
     s[m.bound[k]] = t
     s[m.to_save[k]] = TO_SAVE_CURRENT
     s[m.bound_vl[k]] = m.ctx_vq[t]
@@ -225,6 +256,10 @@ def fpsimd_bind_task_to_cpu(m, s: list[int], k: int, t: int) -> None:
 
 def fpsimd_bind_state_to_cpu(m, s: list[int], k: int, c: int, to_save: int, vl: int) -> None:
     """Bind a non-task state (a vCPU's) to this CPU's registers (KVM uses it)."""
+    if m.hc.bind_warn:
+        _bind_warn(m, k, c)
+    if m.hc.bind_sets_state_cpu:
+        s[m.fcpu[c]] = k
     s[m.bound[k]] = c
     s[m.to_save[k]] = to_save
     s[m.bound_vl[k]] = vl
@@ -232,6 +267,8 @@ def fpsimd_bind_state_to_cpu(m, s: list[int], k: int, c: int, to_save: int, vl: 
 
 def fpsimd_restore_current_state(m, s: list[int], k: int, t: int) -> None:
     """On return to user: reload current's state if the registers are foreign."""
+    if m.hc.arm32_lazy_vfp:
+        return  # arm32 reloads lazily, at the first VFP instruction (vfp_support_entry)
     if s[m.foreign[t]]:
         task_fpsimd_load(m, s, k, t)
         fpsimd_bind_task_to_cpu(m, s, k, t)
@@ -240,6 +277,9 @@ def fpsimd_restore_current_state(m, s: list[int], k: int, t: int) -> None:
 
 def fpsimd_thread_switch(m, s: list[int], k: int, prev: int, nxt: int) -> None:
     """Context switch on CPU k: save prev, decide whether next must reload."""
+    if m.hc.arm32_lazy_vfp:
+        vfp_notifier_switch(m, s, k)
+        return
     if m.hc.kernel_neon_preemptible and s[m.kfp[prev]]:
         # prev is inside a kernel-mode NEON section: save its kernel state.
         s[m.mem_lo[m.kn_ctx[prev]]] = s[m.lo[k]]
@@ -255,8 +295,11 @@ def fpsimd_thread_switch(m, s: list[int], k: int, prev: int, nxt: int) -> None:
         m.ctr[C.BYTES_RESTORED] += 520
         s[m.foreign[nxt]] = 1
     elif nxt:
-        wrong_task = s[m.bound[k]] != nxt
-        wrong_cpu = s[m.fcpu[nxt]] != k
+        # Whose state must be bound here for next to skip its reload: next's own,
+        # or (seed 000 patch 0.9 as posted) prev's.
+        who = prev if m.hc.switch_tests_prev else nxt
+        wrong_task = s[m.bound[k]] != who or not who
+        wrong_cpu = s[m.fcpu[who]] != k
         s[m.foreign[nxt]] = 1 if (wrong_task or wrong_cpu) else 0
 
 
@@ -375,3 +418,34 @@ def restore_fpsimd_from(m, s: list[int], k: int, slot: int, c: int) -> None:
 __all__ = [
     "FP_STATE_FPSIMD", "FP_STATE_SVE", "TO_SAVE_FPSIMD", "TO_SAVE_SVE", "HostConfig",
 ]
+
+
+# --------------------------------------------------------------------------
+# arm32 lazy VFP (arch/arm/vfp/vfpmodule.c, v3.x)
+
+
+def vfp_notifier_switch(m, s: list[int], k: int) -> None:
+    """THREAD_NOTIFY_SWITCH (SMP): if VFP is enabled, save the hardware state into
+    its owner (vfp_current_hw_state[cpu]) in case the thread migrates; then
+    always disable VFP so the next user traps."""
+    owner = s[m.bound[k]]
+    if s[m.vfp_en[k]] and owner:
+        s[m.mem_lo[owner]] = s[m.lo[k]]
+        m.ctr[C.SAVES] += 1
+        m.ctr[C.BYTES_SAVED] += m.fpsimd_bytes[owner]
+    s[m.vfp_en[k]] = 0
+
+
+def vfp_support_entry(m, s: list[int], k: int, t: int) -> None:
+    """The undefined-instruction trap of a VFP access with FPEXC.EN clear: load
+    current's state unless it is still in the hardware, make it the owner, enable."""
+    m.ctr[C.HOST_SVE_TRAPS] += 1
+    if not (s[m.bound[k]] == t and s[m.fcpu[t]] == k):
+        # (SMP: the previous owner was saved when it was switched out.)
+        s[m.lo[k]] = s[m.mem_lo[t]]
+        s[m.hi[k]] = ZERO
+        m.ctr[C.RESTORES] += 1
+        m.ctr[C.BYTES_RESTORED] += m.fpsimd_bytes[t]
+        s[m.bound[k]] = t
+        s[m.fcpu[t]] = k
+    s[m.vfp_en[k]] = 1

@@ -185,7 +185,15 @@ class Model:
         for f in self.feats:
             self.ext_actions.update(f.actions)
         self._build_layout()
-        self.prog = build_program(policy, self.hc.kernel_neon_preemptible)
+        extra: dict[str, tuple] = {}
+        for f in self.feats:
+            if f.steps is not None:
+                for hook, steps in f.steps(self).items():
+                    extra[hook] = extra.get(hook, ()) + tuple(steps)
+        self.extra_steps = extra
+        self.put_steps = tuple(policy.vcpu_put) + extra.get("vcpu_put", ())
+        self.switch_hooks = [f.on_switch for f in self.feats if f.on_switch is not None]
+        self.prog = build_program(policy, self.hc.kernel_neon_preemptible, extra)
         pts = self.prog.points
         self.p_fn = [p.fn for p in pts]
         self.p_kind = [p.kind for p in pts]
@@ -232,6 +240,7 @@ class Model:
         ("gtrap", "cpu.cptr.guest_fp_trap", CPU, 1, None),
         ("sm", "cpu.svcr.sm", CPU, 0, None),
         ("online", "cpu.online", CPU, 1, None),
+        ("vfp_en", "cpu.fpexc.en", CPU, 0, None),  # arm32 lazy VFP (FPEXC.EN)
         # Per context: saved images, binding, and the ghost "latest value".
         ("mem_lo", "ctx.fpsimd_state", CTX, ZERO, TAG_LO),
         ("mem_zlo", "ctx.sve_state.low", CTX, ZERO, TAG_LO),
@@ -420,8 +429,11 @@ class Model:
             self.softirq_neon(s, a[1])
         elif kind == UFP:
             k = a[1]
+            t = s[self.cur[k]]
             self.ctr[C.HOST_FP_USES] += 1
-            self.write(s, k, s[self.cur[k]], False)
+            if self.hc.arm32_lazy_vfp and not s[self.vfp_en[k]]:
+                H.vfp_support_entry(self, s, k, t)
+            self.write(s, k, t, False)
         elif kind == USVE:
             self.user_sve(s, a[1])
         elif kind == SYSCALL:
@@ -464,7 +476,7 @@ class Model:
             if v >= 0 and s[self.vcpu_cpu[v]] != NO_CPU:
                 # kvm_sched_out -> kvm_arch_vcpu_put, then kvm_sched_in on return.
                 self.irqs_off = True
-                for st in self.policy.vcpu_put:
+                for st in self.put_steps:
                     st.fn(self, s, k, prev)
                 s[self.vcpu_cpu[v]] = NO_CPU
                 self.ctr[C.VCPU_PUTS] += 1
@@ -472,6 +484,8 @@ class Model:
                 s[self.pc[prev]] = self.L_SCHED_IN
                 self.irqs_off = False
         H.fpsimd_thread_switch(self, s, k, prev, nxt)
+        for hook in self.switch_hooks:
+            hook(self, s, k, prev, nxt)
         s[self.cur[k]] = nxt
         if nxt:
             s[self.rq[nxt]] = k
@@ -515,20 +529,24 @@ class Model:
         self.ctr[C.HOST_FP_USES] += 1
         self.write(s, k, t, True)
 
+    def guest_trap(self, s: list[int], k: int, t: int, sve: bool) -> None:
+        """A guest FP/SVE access traps to the hypervisor (fast path, IRQs masked)."""
+        v = self.vcpu_of[t]
+        self.ctr[C.GUEST_FP_TRAPS] += 1
+        self.irqs_off = True
+        trap = self.policy.hyp_fp_trap
+        if trap is None:
+            self.violate("no-bug", "guest FP access trapped but the policy has no handler",
+                         k, (self.vctx[v],))
+        else:
+            trap(self, s, k, t, v, sve)
+        self.irqs_off = False
+
     def guest_fp(self, s: list[int], k: int, sve: bool) -> None:
         t = s[self.cur[k]]
-        v = self.vcpu_of[t]
         if s[self.gtrap[k]]:
-            self.ctr[C.GUEST_FP_TRAPS] += 1
-            self.irqs_off = True
-            trap = self.policy.hyp_fp_trap
-            if trap is None:
-                self.violate("no-bug", "guest FP access trapped but the policy has no handler",
-                             k, (self.vctx[v],))
-            else:
-                trap(self, s, k, t, v, sve)
-            self.irqs_off = False
-        self.write(s, k, self.vctx[v], sve)
+            self.guest_trap(s, k, t, sve)
+        self.write(s, k, self.vctx[self.vcpu_of[t]], sve)
 
     def guest_exit(self, s: list[int], k: int, cls: int) -> None:
         t = s[self.cur[k]]
@@ -548,6 +566,8 @@ class Model:
             return 0, False, False
         chk = self.p_check[s[self.pc[t]]]
         if chk == CHK_USER:
+            if self.hc.arm32_lazy_vfp and not s[self.vfp_en[k]]:
+                return 0, False, False  # a VFP access would trap and load first
             return t, True, bool(s[self.zen[k]])
         if chk == CHK_GUEST:
             if s[self.gtrap[k]]:
@@ -658,6 +678,8 @@ class Model:
         for f in self.feats:
             if f.check_state is not None:
                 f.check_state(self, s)
+        if self.policy.check is not None:
+            self.policy.check(self, s)
 
     def _recover_slow(self, s: list[int], c: int, is_thread: bool, hi_static: bool) -> bool:
         """The full recoverability test for one context; True if it reported."""

@@ -10,24 +10,43 @@ from kvmctx.policies.base import Policy
 
 # name -> module under kvmctx.policies
 _MODULES = {
-    "upstream-6.14": "upstream_6_14",
+    "arm32-vfp-2012": "arm32_vfp_2012",
     "arm64-4.17": "arm64_4_17",
+    "martin-rfc-2018": "martin_rfc_2018",
+    "dall-tif-2018": "dall_tif_2018",
+    "tang-eager-2018": "tang_eager_2018",
+    "upstream-4.18": "upstream_4_18",
+    "brown-sve-2022": "brown_sve_2022",
+    "upstream-6.14": "upstream_6_14",
+    "pkvm": "pkvm",
+}
+# Variants offered next to a design that was fixed during review: name -> (module, attr).
+_VARIANTS = {
+    "martin-rfc-2018-posted": ("martin_rfc_2018", "POSTED"),
+    "tang-eager-2018-hyp": ("tang_eager_2018", "HYP_ENTRY"),
+    "brown-sve-2022-discard": ("brown_sve_2022", "DISCARD_SYSCTL"),
 }
 
 _cache: dict[str, Policy] = {}
 
 
-def names() -> list[str]:
-    return list(_MODULES)
+def names(variants: bool = True) -> list[str]:
+    """Policy names: the nine designs, then the variants."""
+    return list(_MODULES) + (list(_VARIANTS) if variants else [])
 
 
 def get(name: str) -> Policy:
     """A built-in policy by name; KeyError if unknown."""
     if name not in _cache:
-        if name not in _MODULES:
+        if name in _MODULES:
+            mod = importlib.import_module(f"kvmctx.policies.{_MODULES[name]}")
+            _cache[name] = mod.POLICY
+        elif name in _VARIANTS:
+            modname, attr = _VARIANTS[name]
+            mod = importlib.import_module(f"kvmctx.policies.{modname}")
+            _cache[name] = getattr(mod, attr)
+        else:
             raise KeyError(name)
-        mod = importlib.import_module(f"kvmctx.policies.{_MODULES[name]}")
-        _cache[name] = mod.POLICY
     return _cache[name]
 
 

@@ -30,8 +30,10 @@ SWITCH_C = "arch/arm64/kvm/hyp/switch.c"
 
 
 def activate_traps(m, s, k, t):
-    """__activate_traps: CPTR_EL2.TFP set on every entry."""
+    """__activate_traps: CPTR_EL2.TFP set on every entry (VHE: CPACR FPEN/ZEN clear)."""
     s[m.gtrap[k]] = 1
+    if m.config.vhe:
+        s[m.zen[k]] = 0
     m.ctr[C.TRAP_WRITES] += 1
 
 
@@ -55,7 +57,8 @@ def hyp_exit_switch_back(m, s, k, t):
         m.ctr[C.SAVES] += 1
         m.ctr[C.BYTES_SAVED] += m.fpsimd_bytes[c]
         H.restore_fpsimd_from(m, s, k, m.pf["host_fpsimd"][k], t)
-        s[m.gtrap[k]] = 1  # __deactivate_traps: back to the host's CPTR
+    if m.config.vhe:
+        s[m.zen[k]] = 0  # __deactivate_traps: CPACR_EL1_DEFAULT, EL0 SVE trapped
 
 
 def fpsimd_flush_sve(m, s, k, t):

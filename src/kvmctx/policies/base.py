@@ -94,6 +94,9 @@ class Policy:
     # state (recoverability), e.g. Dall's design pages the guest state into
     # the VMM task's thread struct. fn(m, s, c) -> tuple of ctx ids.
     aliases: Callable[[Any, list[int], int], tuple[int, ...]] | None = None
+    # A design's own invariant over whole states (checked with recoverability):
+    # fn(m, s) -> None, reporting through m.violate().
+    check: Callable[[Any, list[int]], None] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def but(self, **changes: Any) -> Policy:

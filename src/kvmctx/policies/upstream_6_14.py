@@ -59,6 +59,8 @@ def ctxflush_fp(m, s, k, t):
 def activate_traps(m, s, k, t):
     """__activate_cptr_traps: trap FP/SVE unless the guest owns the registers."""
     s[m.gtrap[k]] = 0 if s[m.pf["fp_owner"][k]] == FP_STATE_GUEST_OWNED else 1
+    if m.config.vhe:
+        s[m.zen[k]] = 0  # CPACR_EL1 (CPTR_EL2 under VHE) is shared with host EL0
     m.ctr[C.TRAP_WRITES] += 1
 
 
@@ -81,6 +83,12 @@ def hyp_exit_zcr(m, s, k, t):
     v = m.vcpu_of[t]
     if m.vcpu_sve[v] and s[m.pf["fp_owner"][k]] == FP_STATE_GUEST_OWNED:
         s[m.vl[k]] = m.ctx_vq[m.vctx[v]]
+
+
+def deactivate_traps(m, s, k, t):
+    """__deactivate_cptr_traps: host CPTR back; EL0 SVE stays trapped until a rebind."""
+    if m.config.vhe:
+        s[m.zen[k]] = 0
 
 
 def ctxsync_fp(m, s, k, t):
@@ -120,7 +128,9 @@ POLICY = Policy(
                       f"{HYP_SWITCH}: __activate_cptr_traps"),),
     hyp_fp_trap=hyp_handle_fpsimd,
     hyp_exit=(Step(hyp_exit_zcr, "ZCR back to the vCPU's max VL",
-                   f"{HYP_SWITCH}: fpsimd_lazy_switch_to_host"),),
+                   f"{HYP_SWITCH}: fpsimd_lazy_switch_to_host"),
+              Step(deactivate_traps, "host CPTR/CPACR restored (EL0 SVE trapped)",
+                   f"{HYP_SWITCH}: __deactivate_cptr_traps")),
     ctxsync=(Step(ctxsync_fp, "bind the vCPU state to the CPU, clear TIF_FOREIGN_FPSTATE",
                   f"{KVM_FPSIMD}: kvm_arch_vcpu_ctxsync_fp"),),
     vcpu_put=(Step(put_fp, "if GUEST_OWNED: fpsimd_save_and_flush_cpu_state()",

@@ -71,9 +71,13 @@ class Workload:
     vmm_fp: float = 0.3           # VMM thread at EL0: chance it uses FP before KVM_RUN
     kneon_task: float = 0.3       # in a syscall of a kneon task: chance of kernel-mode NEON
     wfx_block: float = 0.9        # after a WFx exit: chance the vCPU thread blocks
+    sysregs: str = ""             # "" (not modelled), eager, deferred, deferred-stale
+    sysreg_write: float = 0.05    # with sysregs: chance a guest decision writes a sysreg
+    vhe: bool = True              # VHE host (False: nVHE)
     notes: tuple[str, ...] = field(default=())
 
-    def model_config(self, features: frozenset[str] | None = None, vhe: bool = True) -> ModelConfig:
+    def model_config(self, features: frozenset[str] | None = None,
+                     vhe: bool | None = None) -> ModelConfig:
         tasks: list[TaskSpec] = []
         for t in self.tasks:
             tasks.append(TaskSpec(t.name, sve=t.sve, vl=t.vl, kneon=t.kneon, cpu=t.cpu % self.cpus))
@@ -82,7 +86,8 @@ class Workload:
         vcpus = tuple(VcpuSpec(v.name, sve=v.sve, vl=v.vl, aarch32=v.aarch32) for v in self.vcpus)
         feats = features if features is not None else self.features()
         return ModelConfig(cpus=self.cpus, tasks=tuple(tasks), vcpus=vcpus,
-                           features=frozenset(feats), vhe=vhe)
+                           features=frozenset(feats), vhe=self.vhe if vhe is None else vhe,
+                           sysregs=self.sysregs or "eager")
 
     def features(self) -> frozenset[str]:
         f = {"preempt", "exit-user"}
@@ -96,6 +101,8 @@ class Workload:
             f.add("sve")
         if any(v.sve for v in self.vcpus):
             f.add("guest-sve")
+        if self.sysregs:
+            f.add("sysregs")
         return frozenset(f)
 
     def exit_weights(self) -> tuple[list[str], list[float]]:
@@ -143,6 +150,7 @@ KNOBS: dict[str, type] = {
     "burst": float, "phase_len": int, "softirq_neon": float, "preempt": float,
     "migrate": float, "wake": float, "vmm_fp": float, "kneon_task": float,
     "wfx_block": float, "vl": int, "vcpus": int, "exit_user": float,
+    "sysregs": str, "sysreg_write": float, "vhe": bool,
 }
 
 
@@ -151,6 +159,14 @@ def validate_knob(name: str, value: Any) -> Any:
     if name not in KNOBS:
         raise ValueError(f"unknown workload knob {name!r}; valid: {', '.join(sorted(KNOBS))}")
     typ = KNOBS[name]
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "vhe"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "nvhe"):
+            return False
+        raise ValueError(f"knob {name}: {value!r} is not a boolean")
     try:
         v = typ(value)
     except (TypeError, ValueError):
@@ -165,6 +181,8 @@ def validate_knob(name: str, value: Any) -> Any:
         raise ValueError(f"knob vl: {v} is not a multiple of 128 in 128..2048")
     if name == "phase_len" and v < 1:
         raise ValueError("knob phase_len: must be at least 1")
+    if name == "sysregs" and v not in ("eager", "deferred", "deferred-stale"):
+        raise ValueError(f"knob sysregs: {v!r} is not one of eager, deferred, deferred-stale")
     if name == "guest_fp_pattern" and v not in ("bernoulli", "bursty", "phased"):
         raise ValueError(f"knob guest_fp_pattern: {v!r} is not one of bernoulli, bursty, phased")
     return v
