@@ -36,6 +36,7 @@ class Bounds:
     kneon_tasks: int = 0
     vcpus: int = 1
     vcpu_sve: bool = False
+    vmm_sve: bool = False          # the VMM threads use SVE at EL0 too
     features: frozenset[str] = frozenset()
     depth: int | None = None
     # How many times each class of event may happen along one run (CHESS-style
@@ -54,7 +55,8 @@ class Bounds:
         for i in range(self.sve_tasks):
             tasks.append(TaskSpec(f"S{i + 1}", sve=True, vl=256, cpu=(i + 1) % self.cpus))
         for v in range(self.vcpus):
-            tasks.append(TaskSpec(f"VMM{v}", vcpu=v, cpu=v % self.cpus))
+            tasks.append(TaskSpec(f"VMM{v}", vcpu=v, cpu=v % self.cpus, sve=self.vmm_sve,
+                                  vl=256 if self.vmm_sve else 128))
         vs = tuple(VcpuSpec(f"vcpu{v}", sve=self.vcpu_sve, vl=256 if self.vcpu_sve else 128)
                    for v in range(self.vcpus))
         return ModelConfig(cpus=self.cpus, tasks=tuple(tasks), vcpus=vs,
@@ -64,7 +66,7 @@ class Bounds:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "cpus": self.cpus, "fpsimd_tasks": self.fpsimd_tasks,
                 "sve_tasks": self.sve_tasks, "kneon_tasks": self.kneon_tasks,
-                "vcpus": self.vcpus, "vcpu_sve": self.vcpu_sve,
+                "vcpus": self.vcpus, "vcpu_sve": self.vcpu_sve, "vmm_sve": self.vmm_sve,
                 "features": sorted(self.features), "depth": self.depth,
                 "budgets": dict(self.budgets), "vhe": self.vhe, "sysregs": self.sysregs}
 
@@ -74,6 +76,7 @@ class Bounds:
                       fpsimd_tasks=int(d["fpsimd_tasks"]), sve_tasks=int(d["sve_tasks"]),
                       kneon_tasks=int(d.get("kneon_tasks", 0)), vcpus=int(d["vcpus"]),
                       vcpu_sve=bool(d.get("vcpu_sve", False)),
+                      vmm_sve=bool(d.get("vmm_sve", False)),
                       features=frozenset(d.get("features", ())),
                       depth=d.get("depth"),
                       budgets=tuple(sorted((str(k), int(v))
@@ -89,6 +92,12 @@ STANDARD_FEATURES = frozenset({"sve", "softirq-neon", "preempt", "migration", "s
                                "exit-user"})
 
 BOUNDS: dict[str, Bounds] = {
+    "kvm-vmm-sve": Bounds(
+        "kvm-vmm-sve", cpus=1, fpsimd_tasks=1, sve_tasks=0, vcpus=1, vmm_sve=True,
+        features=frozenset({"sve", "softirq-neon", "exit-user", "preempt"}),
+        budgets=(("softirq", 2), ("switch", 3)),
+        description="1 CPU, 1 FPSIMD task, a VMM thread that uses SVE at EL0 with 1 vCPU, "
+                    "softirq kernel-mode NEON"),
     "sysregs": Bounds(
         "sysregs", cpus=1, fpsimd_tasks=1, sve_tasks=0, vcpus=1,
         features=frozenset({"sysregs", "exit-user", "preempt"}),
@@ -140,6 +149,8 @@ def adapt_bounds(b: Bounds, supports: frozenset[str]) -> tuple[Bounds, list[str]
         kw["fpsimd_tasks"] = b.fpsimd_tasks + b.sve_tasks
         kw["sve_tasks"] = 0
         notes.append(f"no host SVE: the {b.sve_tasks} SVE task(s) run FPSIMD-only")
+    if "sve" in missing and b.vmm_sve:
+        kw["vmm_sve"] = False
     if "guest-sve" in missing and b.vcpu_sve:
         kw["vcpu_sve"] = False
         notes.append("no vCPU SVE: the vCPU runs FPSIMD-only")

@@ -403,7 +403,10 @@ def syscall_exit(m, s: list[int], k: int, t: int) -> None:
 
 # Save-target shorthand used by policies that stash FPSIMD state themselves.
 def save_fpsimd_to(m, s: list[int], k: int, slot: int, c: int) -> None:
+    """Save the live FPSIMD view into ``slot`` (c's image, or a stash slot)."""
     s[slot] = s[m.lo[k]]
+    if slot == m.mem_lo[c]:
+        s[m.fp_type[c]] = FP_STATE_FPSIMD  # (a ghost before v6.2: the form last written)
     m.ctr[C.SAVES] += 1
     m.ctr[C.BYTES_SAVED] += m.fpsimd_bytes[c]
 

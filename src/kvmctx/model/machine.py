@@ -757,7 +757,9 @@ class Model:
                 continue
             if kind == K_USER:
                 out.append((UFP, k, 0))
-                if self.task_sve[t] and "sve" in features:
+                # SVE tasks use SVE; any task may execute an SVE instruction that
+                # does not trap (glibc's memmove does, where EL0 SVE is enabled).
+                if "sve" in features and (self.task_sve[t] or s[self.zen[k]]):
                     out.append((USVE, k, 0))
                 if self.vcpu_of[t] >= 0:
                     out.append((KVMRUN, k, 0))

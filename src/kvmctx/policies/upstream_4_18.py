@@ -67,6 +67,7 @@ def hyp_switch_fpsimd(m, s, k, t, v, sve):
             # sve_save_state(sve_pffr(thread), ...): the VMM thread's own SVE buffer.
             s[m.mem_zlo[t]] = s[m.lo[k]]
             s[m.mem_hi[t]] = s[m.hi[k]]
+            s[m.fp_type[t]] = 1  # SVE form (what TIF_SVE will say when it is reloaded)
             m.ctr[C.SAVES] += 1
             m.ctr[C.SVE_SAVES] += 1
             m.ctr[C.BYTES_SAVED] += m.sve_bytes[t]
