@@ -31,7 +31,8 @@ def resolve_policy(name: str | Policy) -> Policy:
     try:
         return P.get(name)
     except KeyError:
-        raise UsageError(f"unknown policy {name!r}; valid: {', '.join(P.names())}") from None
+        raise UsageError(f"unknown policy {name!r}; valid: {', '.join(P.names())}, "
+                         "oracle") from None
 
 
 def resolve_workload(scenario: str | Workload, knobs: dict[str, Any] | None = None
@@ -166,10 +167,22 @@ class RunResult:
         }
 
 
+ORACLE = "oracle"
+# The reference design whose run supplies the oracle's (design-independent) trace.
+ORACLE_REFERENCE = "upstream-6.14"
+
+
+def policy_names() -> list[str]:
+    """Every name run/compare accept: the policies, their variants, and the oracle."""
+    return P.names() + [ORACLE]
+
+
 def run(policy: str | Policy = "upstream-6.14", scenario: str | Workload = "default",
         seed: int = 0, events: int = 100_000, knobs: dict[str, Any] | None = None,
         cost_profile: str | CostProfile | None = None, invariants: bool = True,
         progress: Any = None) -> RunResult:
+    if policy == ORACLE:
+        return run_oracle(scenario, seed, events, knobs, cost_profile, progress)
     if events < 0:
         raise UsageError("events must be >= 0")
     if seed < 0:
@@ -189,3 +202,105 @@ def run(policy: str | Policy = "upstream-6.14", scenario: str | Workload = "defa
     assumptions += [f"cost {k}: {c.source}" for k, c in prof.costs.items() if c.mark == "a"]
     return RunResult(pol.name, sc_name, seed, events, res, prof, w,
                      {k: v for k, v in (knobs or {}).items() if v is not None}, assumptions)
+
+
+def run_oracle(scenario: str | Workload = "default", seed: int = 0, events: int = 100_000,
+               knobs: dict[str, Any] | None = None,
+               cost_profile: str | CostProfile | None = None, progress: Any = None,
+               like: str | Policy | None = None) -> RunResult:
+    """The oracle lower bound on a workload (kvmctx.engines.oracle).
+
+    ``like``: fit the workload as for that design first (e.g. arm32-vfp-2012 runs
+    SVE tasks FPSIMD-only), so the bound is for exactly the workload it ran.
+    """
+    from kvmctx.engines.oracle import FpTrace, oracle_counters
+
+    if events < 0:
+        raise UsageError("events must be >= 0")
+    ref = resolve_policy(ORACLE_REFERENCE)
+    sc_name, w = resolve_workload(scenario, knobs)
+    if like is not None:
+        w, _ = adapt_workload(resolve_policy(like), w, knobs or {})
+    w, notes = adapt_workload(ref, w, knobs or {})
+    try:
+        prof = cost_profile if isinstance(cost_profile, CostProfile) else load_profile(cost_profile)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    model = Model(w.model_config(), ref)
+    trace = FpTrace()
+    sim = Simulator(model, w, seed=seed, invariants=False, observer=trace.observer)
+    res = sim.run(events, progress=progress)
+    sizes = model
+    if like is not None:
+        sizes = Model(w.model_config(), resolve_policy(like))  # its register-file sizes
+    octr = oracle_counters(trace, sizes.fpsimd_bytes, sizes.sve_bytes, model.ncpu)
+    # Keep the workload's own counts (exits, switches...) and replace the FP work.
+    ctr = list(res.counters)
+    for i in (C.GUEST_FP_TRAPS, C.HOST_SVE_TRAPS, C.SAVES, C.RESTORES, C.BYTES_SAVED,
+              C.BYTES_RESTORED, C.SVE_SAVES, C.SVE_RESTORES, C.TRAP_WRITES, C.ISBS,
+              C.SYSREG_SAVES, C.SYSREG_RESTORES, C.EAGER_RESTORES):
+        ctr[i] = octr[i]
+    res.counters = ctr
+    res.violations = 0
+    res.violations_by_invariant = {}
+    res.violation_records = []
+    assumptions = [f"guest FP use: {w.guest_fp_pattern} with p={w.guest_fp} per run segment",
+                   "oracle: least FP save/restore work for this workload's sequence of FP "
+                   "uses, no traps (a lower bound, not a design)"] + notes
+    return RunResult(ORACLE, sc_name, seed, events, res, prof, w,
+                     {k: v for k, v in (knobs or {}).items() if v is not None}, assumptions)
+
+
+PREDICTORS = ("last-trap", "counter", "ewma", "perfect")
+
+
+def predictor_table(scenario: str | Workload = "default", seed: int = 0, events: int = 50_000,
+                    knobs: dict[str, Any] | None = None,
+                    cost_profile: str | CostProfile | None = None) -> list[dict[str, Any]]:
+    """Eager-restore predictors on one workload: accuracy against what the guest did,
+    cycles saved and lost against the lazy baseline, and the gap to the perfect
+    predictor and to the oracle lower bound (seed 002's question)."""
+    base = run(ORACLE_REFERENCE, scenario, seed, events, knobs, cost_profile)
+    prof = base.profile
+    oracle = run_oracle(scenario, seed, events, knobs, prof)
+    rows: list[dict[str, Any]] = []
+    results: dict[str, RunResult] = {}
+    for kind in PREDICTORS:
+        pol = resolve_policy(f"eager-{kind}")
+        sc_name, w = resolve_workload(scenario, knobs)
+        w, _notes = adapt_workload(pol, w, knobs or {})
+        model = Model(w.model_config(), pol)
+        model_sim = Simulator(model, w, seed=seed, invariants=False)
+        model.pred_log = []
+        res = model_sim.run(events)
+        rr = RunResult(pol.name, sc_name, seed, events, res, prof, w, dict(knobs or {}), [])
+        results[kind] = rr
+        cf = model_sim.confusion
+        tp, fp = cf[(True, True)], cf[(True, False)]
+        fn, tn = cf[(False, True)], cf[(False, False)]
+        n = tp + fp + fn + tn
+        fp_bytes = model.fpsimd_bytes[model.vctx[0]] if model.nvcpu else 520
+        if model.nvcpu and model.vcpu_sve[0]:
+            fp_bytes = model.sve_bytes[model.vctx[0]]
+        wasted = prof["fpsimd_restore"] / 520.0 * fp_bytes + prof["fpsimd_save"] / 520.0 * fp_bytes
+        rows.append({
+            "predictor": kind, "tp": tp, "fp": fp, "tn": tn, "fn": fn, "predictions": n,
+            "accuracy": round((tp + tn) / n, 4) if n else None,
+            "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+            "recall": round(tp / (tp + fn), 4) if tp + fn else None,
+            "cycles": round(rr.cycles()["total"]),
+            "cycles_saved": round(tp * prof["guest_fp_trap"]),
+            "cycles_lost": round(fp * wasted),
+            "net_vs_lazy": round(base.cycles()["total"] - rr.cycles()["total"]),
+            "violations": res.violations,
+        })
+    perfect = results["perfect"].cycles()["total"]
+    low = oracle.cycles()["total"]
+    for row in rows:
+        row["gap_to_perfect"] = round(row["cycles"] - perfect)
+        row["gap_to_oracle"] = round(row["cycles"] - low)
+    rows.append({"predictor": "none (lazy, upstream-6.14)", "cycles": round(base.cycles()["total"]),
+                 "gap_to_perfect": round(base.cycles()["total"] - perfect),
+                 "gap_to_oracle": round(base.cycles()["total"] - low)})
+    rows.append({"predictor": "oracle (lower bound)", "cycles": round(low), "gap_to_oracle": 0})
+    return rows

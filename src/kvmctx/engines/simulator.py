@@ -106,6 +106,11 @@ class Simulator:
         self.record_truth = False
         self.sysregs = "sysregs" in model.config.features
         self.last_reason = [""] * m.nvcpu
+        # Predictor bookkeeping: the truth for a perfect predictor, and the
+        # confusion matrix of the predictions a design made (prediction, truth).
+        model.oracle_hint = [False] * m.nvcpu
+        model.pred_log = None
+        self.confusion = {(g, u): 0 for g in (False, True) for u in (False, True)}
 
     # ---------------------------------------------------------------- helpers
 
@@ -279,10 +284,21 @@ class Simulator:
             self.block[t] = False
             if self._switch(k, t, True):
                 return
+        if pc == m.L_TOP:
+            # The coming run segment is decided before the entry, so a design that
+            # predicts (or the perfect predictor, through oracle_hint) acts on it.
+            v = vcpu_of[t]
+            self._draw_segment(v)
+            m.oracle_hint[v] = self.seg_fp[v]
+            logged = len(m.pred_log) if m.pred_log is not None else 0
+            self._apply((STEP, k, 0))
+            self._settle(k)
+            if m.pred_log is not None and len(m.pred_log) > logged:
+                _v, guess = m.pred_log[-1]
+                self.confusion[(bool(guess), bool(self.seg_fp[v]))] += 1
+            return
         self._apply((STEP, k, 0))
         self._settle(k)
-        if s[m.pc[t]] == m.L_GUEST and s[cur[k]] == t:
-            self._draw_segment(vcpu_of[t])
 
     # ------------------------------------------------------------------ loop
 

@@ -173,6 +173,9 @@ class Model:
         for v, vs in enumerate(config.vcpus):
             if vs.aarch32:
                 self.fpsimd_bytes[self.vctx[v]] = 528  # + FPEXC32_EL2
+        if policy.arch == "arm32":
+            # VFPv3-D32: d0-d31 + FPEXC, FPSCR, FPINST, FPINST2
+            self.fpsimd_bytes = [272] * self.nctx
         self.sve_bytes = [_sve_bytes(vl) for vl in ctx_vl]
         # Contexts whose state must stay recoverable: (ctx, is a thread, hi bank static).
         self.rec_ctx = [(t, True, False) for t in range(1, self.nthreads)]

@@ -25,6 +25,10 @@ _VARIANTS = {
     "martin-rfc-2018-posted": ("martin_rfc_2018", "POSTED"),
     "tang-eager-2018-hyp": ("tang_eager_2018", "HYP_ENTRY"),
     "brown-sve-2022-discard": ("brown_sve_2022", "DISCARD_SYSCTL"),
+    "eager-last-trap": ("eager_predict", "LAST_TRAP_POLICY"),
+    "eager-counter": ("eager_predict", "COUNTER_POLICY"),
+    "eager-ewma": ("eager_predict", "EWMA_POLICY"),
+    "eager-perfect": ("eager_predict", "PERFECT_POLICY"),
 }
 
 _cache: dict[str, Policy] = {}

@@ -52,7 +52,7 @@ def store_vfp(m, s, k, slot_lo: int, c: int, honour_ex: bool = True) -> None:
     if sub is not None:
         sub.store_vfp_state(m, s, k, c, honour_ex)
     m.ctr[C.SAVES] += 1
-    m.ctr[C.BYTES_SAVED] += VFP_BYTES
+    m.ctr[C.BYTES_SAVED] += m.fpsimd_bytes[c]
 
 
 def restore_vfp(m, s, k, slot_lo: int, c: int) -> None:
@@ -62,7 +62,7 @@ def restore_vfp(m, s, k, slot_lo: int, c: int) -> None:
     if sub is not None:
         sub.restore_vfp_state(m, s, k, c)
     m.ctr[C.RESTORES] += 1
-    m.ctr[C.BYTES_RESTORED] += VFP_BYTES
+    m.ctr[C.BYTES_RESTORED] += m.fpsimd_bytes[c]
 
 
 def vcpu_run_entry(m, s, k, t):
