@@ -11,16 +11,21 @@ later). Placed there - not in vcpu_load, where tang-eager-2018 breaks - it
 cannot expose guest values to the host: the host state was already saved
 and unbound at vcpu_load, and nothing runs on the CPU before the ERET.
 
-What a predictor can observe: a run that was entered lazily tells whether
-the guest used FP (it trapped or not); a run entered eagerly tells nothing
-(no trap either way). Predictors only learn from lazy runs.
+What a predictor can observe: a run entered lazily after a prediction (the
+guest did not own the registers, the predictor said no) tells whether the
+guest used FP - it trapped or it did not. A run entered eagerly tells
+nothing (no trap either way), and neither does a run the guest entered
+already owning the registers (it uses them without trapping). Predictors
+learn only from the first kind.
 
 * ``eager-last-trap``: Tang's rule - eager iff the last lazy run trapped;
   an eager run resets it (so runs alternate under steady FP use, as posted).
 * ``eager-counter``: a 2-bit saturating counter per vCPU, incremented on a
-  trapping lazy run, decremented on a clean one; eager iff >= 2.
+  trapping lazy run, decremented on a clean one and after an eager run (to
+  keep sampling); eager iff >= 2.
 * ``eager-ewma``: an exponentially weighted average of FP use per lazy run,
-  alpha = 1/4, in 1/16 steps; eager iff >= 8/16.
+  alpha = 1/4, in 1/16 steps, decayed by 1/8 after an eager run; eager iff
+  >= 8/16.
 * ``eager-perfect``: knows whether the coming run will use FP (the
   simulator tells it; with no hint, as in the checker, it never predicts).
   It bounds what any predictor on this design can gain.
@@ -63,6 +68,18 @@ def _learn(m, s, v: int, kind: str, used: bool) -> None:
         s[f[v]] = x + (16 - x + 3) // 4 if used else x - (x + 3) // 4
 
 
+def _decay(m, s, v: int, kind: str) -> None:
+    """After an eager run (no observation): drift towards lazy, so the predictor
+    keeps sampling lazily now and then instead of locking in (Tang's rule does
+    this by resetting the counter after every eager restore)."""
+    f = m.pf["pred"]
+    x = s[f[v]]
+    if kind == COUNTER:
+        s[f[v]] = max(0, x - 1)
+    elif kind == EWMA:
+        s[f[v]] = x - (x + 7) // 8
+
+
 def make_entry_step(kind: str) -> Step:
     def eager_entry(m, s, k, t):
         """Predict; if the guest will use FP, restore its state before entering."""
@@ -71,6 +88,7 @@ def make_entry_step(kind: str) -> Step:
         s[f["eager"][v]] = 0
         s[f["trapped"][v]] = 0
         if s[f["fp_owner"][k]] == FP_STATE_GUEST_OWNED:
+            s[f["eager"][v]] = 2  # nothing to predict, nothing to learn from this run
             return
         guess = _predict(m, s, v, kind)
         log = getattr(m, "pred_log", None)
@@ -99,8 +117,11 @@ def make_exit_step(kind: str) -> Step:
         """A lazily entered run tells whether the guest used FP."""
         v = m.vcpu_of[t]
         f = m.pf
-        if not s[f["eager"][v]]:
+        e = s[f["eager"][v]]
+        if e == 0:
             _learn(m, s, v, kind, bool(s[f["trapped"][v]]))
+        elif e == 1:
+            _decay(m, s, v, kind)
         s[f["eager"][v]] = 0
         s[f["trapped"][v]] = 0
 

@@ -1,0 +1,70 @@
+"""The seeds' own verdicts at --bounds standard (issue 5), each pinned."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvmctx import policies as P
+from kvmctx.engines import checker as CK
+from kvmctx.model.machine import SCHED, Model
+
+SAFE = ["arm32-vfp-2012", "arm64-4.17", "martin-rfc-2018", "upstream-4.18", "brown-sve-2022",
+        "upstream-6.14", "pkvm"]
+BROKEN = {
+    "tang-eager-2018": ("confidentiality", "integrity"),
+    "dall-tif-2018": ("confidentiality", "integrity"),
+    "martin-rfc-2018-posted": ("no-bug",),
+}
+
+
+def check(policy, bounds=None):
+    pol = P.get(policy)
+    b, notes = CK.adapt_bounds(bounds or CK.BOUNDS["standard"], pol.supports)
+    return CK.Checker(Model(b.config(), pol), b).run(), notes
+
+
+def test_standard_bounds_are_what_the_issue_asks_for():
+    b = CK.BOUNDS["standard"]
+    assert b.cpus >= 2 and b.vcpus == 1 and b.sve_tasks >= 1 and b.fpsimd_tasks >= 1
+    assert {"softirq-neon", "migration", "signals", "sve"} <= b.features
+
+
+@pytest.mark.parametrize("policy", SAFE)
+def test_safe_designs_are_complete_without_violation(policy):
+    res, _notes = check(policy)
+    assert res.violation is None, res.violation
+    assert res.complete
+
+
+@pytest.mark.parametrize("policy", sorted(BROKEN))
+def test_flawed_designs_are_caught(policy):
+    res, _notes = check(policy)
+    assert res.violation is not None
+    assert res.violation["invariant"] in BROKEN[policy]
+
+
+def test_martin_warn_as_posted_fires_at_the_first_binding():
+    res, _ = check("martin-rfc-2018-posted")
+    assert "WARN_ON(!in_softirq() || !irqs_disabled())" in res.violation["message"]
+    assert res.depth <= 3
+
+
+def test_tang_counterexample_is_the_preemption_objection():
+    """Without softirqs, the shortest story is Marc Zyngier's: a preempted vCPU thread
+    is scheduled back, vcpu_load restores guest FP over the other task's live state."""
+    b = CK.Bounds(**{**CK.BOUNDS["standard"].__dict__,
+                     "features": frozenset({"sve", "preempt", "migration", "exit-user"})})
+    res, _ = check("tang-eager-2018", b)
+    assert res.violation is not None and res.violation["invariant"] == "confidentiality"
+    switches = [a for a in res.path if a[0] == SCHED]
+    assert len(switches) >= 3, "the leak needs the vCPU thread preempted and scheduled back"
+
+
+def test_deferred_stale_sysregs_is_caught_and_deferred_is_safe():
+    b = CK.BOUNDS["sysregs"]
+    for mode, broken in (("deferred", False), ("eager", False), ("deferred-stale", True)):
+        bb = CK.Bounds(**{**b.__dict__, "sysregs": mode})
+        res = CK.Checker(Model(bb.config(), P.get("upstream-6.14")), bb).run()
+        assert (res.violation is not None) == broken, (mode, res.violation)
+        if broken:
+            assert "stale read" in res.violation["message"]
