@@ -8,6 +8,7 @@ is the public JSON contract of ``kvmctx run --json``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from kvmctx import __version__
@@ -113,6 +114,7 @@ class RunResult:
     workload: Workload
     knobs: dict[str, Any] = field(default_factory=dict)
     assumptions: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)   # e.g. "trace": import summary
 
     @property
     def counters(self) -> dict[str, int]:
@@ -164,6 +166,7 @@ class RunResult:
             "knobs": self.knobs,
             "assumptions": self.assumptions,
             "kvmctx_version": __version__,
+            **self.extra,
         }
 
 
@@ -213,7 +216,7 @@ def run_oracle(scenario: str | Workload = "default", seed: int = 0, events: int 
     ``like``: fit the workload as for that design first (e.g. arm32-vfp-2012 runs
     SVE tasks FPSIMD-only), so the bound is for exactly the workload it ran.
     """
-    from kvmctx.engines.oracle import FpTrace, oracle_counters
+    from kvmctx.engines.oracle import FpTrace
 
     if events < 0:
         raise UsageError("events must be >= 0")
@@ -233,8 +236,20 @@ def run_oracle(scenario: str | Workload = "default", seed: int = 0, events: int 
     sizes = model
     if like is not None:
         sizes = Model(w.model_config(), resolve_policy(like))  # its register-file sizes
-    octr = oracle_counters(trace, sizes.fpsimd_bytes, sizes.sve_bytes, model.ncpu)
-    # Keep the workload's own counts (exits, switches...) and replace the FP work.
+    _oracle_replace(res, trace, sizes)
+    assumptions = [f"guest FP use: {w.guest_fp_pattern} with p={w.guest_fp} per run segment",
+                   "oracle: least FP save/restore work for this workload's sequence of FP "
+                   "uses, no traps (a lower bound, not a design)"] + notes
+    return RunResult(ORACLE, sc_name, seed, events, res, prof, w,
+                     {k: v for k, v in (knobs or {}).items() if v is not None}, assumptions)
+
+
+def _oracle_replace(res: SimResult, trace: Any, sizes: Model) -> None:
+    """Keep a run's workload counts (exits, switches...) and replace its FP work
+    with the oracle's schedule for the same sequence of FP uses."""
+    from kvmctx.engines.oracle import oracle_counters
+
+    octr = oracle_counters(trace, sizes.fpsimd_bytes, sizes.sve_bytes, sizes.ncpu)
     ctr = list(res.counters)
     for i in (C.GUEST_FP_TRAPS, C.HOST_SVE_TRAPS, C.SAVES, C.RESTORES, C.BYTES_SAVED,
               C.BYTES_RESTORED, C.SVE_SAVES, C.SVE_RESTORES, C.TRAP_WRITES, C.ISBS,
@@ -244,11 +259,6 @@ def run_oracle(scenario: str | Workload = "default", seed: int = 0, events: int 
     res.violations = 0
     res.violations_by_invariant = {}
     res.violation_records = []
-    assumptions = [f"guest FP use: {w.guest_fp_pattern} with p={w.guest_fp} per run segment",
-                   "oracle: least FP save/restore work for this workload's sequence of FP "
-                   "uses, no traps (a lower bound, not a design)"] + notes
-    return RunResult(ORACLE, sc_name, seed, events, res, prof, w,
-                     {k: v for k, v in (knobs or {}).items() if v is not None}, assumptions)
 
 
 PREDICTORS = ("last-trap", "counter", "ewma", "perfect")
@@ -304,3 +314,75 @@ def predictor_table(scenario: str | Workload = "default", seed: int = 0, events:
                  "gap_to_oracle": round(base.cycles()["total"] - low)})
     rows.append({"predictor": "oracle (lower bound)", "cycles": round(low), "gap_to_oracle": 0})
     return rows
+
+
+def load_trace(path: str) -> Any:
+    """A parsed trace: ``trace-cmd report``/tracefs text, or a workload Parquet
+    written by ``kvmctx import-trace``."""
+    from kvmctx.io import trace as T
+
+    try:
+        if str(path).endswith(".parquet"):
+            return T.TraceWorkload.from_parquet(path)
+        return T.parse_file(path)
+    except T.TraceFormatError as e:
+        raise UsageError(str(e)) from None
+
+
+def run_trace(path: str | Any, policy: str | Policy = "upstream-6.14", seed: int = 0,
+              knobs: dict[str, Any] | None = None,
+              cost_profile: str | CostProfile | None = None, scenario: str = "default",
+              events: int = -1, invariants: bool = True, progress: Any = None,
+              observer: Any = None) -> RunResult:
+    """A policy on a real trace (kvmctx.engines.trace_driver): the trace gives
+    the schedule and the exits, ``scenario`` + ``knobs`` what the trace cannot
+    show (guest and host FP use, softirq NEON, vector lengths)."""
+    from kvmctx.engines.trace_driver import TraceReplayError, TraceSimulator, trace_workload
+
+    tw = load_trace(path) if isinstance(path, str) else path
+    is_oracle = policy == ORACLE
+    pol = resolve_policy(ORACLE_REFERENCE if is_oracle else policy)
+    _name, base = resolve_workload(scenario, knobs)
+    try:
+        w = trace_workload(tw, base)
+    except TraceReplayError as e:
+        raise UsageError(str(e)) from None
+    w, notes = adapt_workload(pol, w, knobs or {})
+    try:
+        prof = cost_profile if isinstance(cost_profile, CostProfile) else load_profile(cost_profile)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    model = Model(w.model_config(), pol)
+    fptrace = None
+    if is_oracle:
+        from kvmctx.engines.oracle import FpTrace
+
+        fptrace = FpTrace()
+        observer, invariants = fptrace.observer, False
+    sim = TraceSimulator(model, w, tw, seed=seed, invariants=invariants, observer=observer)
+    res = sim.run(events, progress=progress)
+    if fptrace is not None:
+        _oracle_replace(res, fptrace, model)
+        notes = notes + ["oracle: least FP save/restore work for this trace's sequence of FP "
+                         "uses, no traps (a lower bound, not a design)"]
+    summary = tw.summary()
+    skipped = sum(summary["skipped"].values())
+    assumptions = [
+        f"trace {tw.source}: {summary['events']} events on {summary['cpus']} CPUs, "
+        f"{len(summary['vcpus'])} vCPU threads; {skipped} lines skipped, "
+        f"{summary['lost_events']} lost-event markers",
+        f"guest FP use is not in traces: modelled as {w.guest_fp_pattern} with "
+        f"p={w.guest_fp} per run segment (seed {seed})",
+        f"host threads other than vCPUs: one model task per CPU with the rates of scenario "
+        f"{scenario!r}'s host tasks; softirq NEON: p={w.softirq_neon} per softirq_entry",
+    ] + notes
+    assumptions += [f"cost {k}: {c.source}" for k, c in prof.costs.items() if c.mark == "a"]
+    extra = {"trace": {"source": tw.source, "lines": summary["lines"],
+                       "events": summary["events"], "skipped": summary["skipped"],
+                       "skipped_examples": summary["skipped_examples"],
+                       "lost_events": summary["lost_events"], "late": summary["late"],
+                       "ignored": summary["ignored"], "repairs": dict(sim.repairs)}}
+    name = ORACLE if is_oracle else pol.name
+    return RunResult(name, f"trace:{Path(tw.source).name}", seed, res.events, res, prof, w,
+                     {k: v for k, v in (knobs or {}).items() if v is not None}, assumptions,
+                     extra)

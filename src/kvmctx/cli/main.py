@@ -43,11 +43,35 @@ def _knobs(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def _run_one(policy: str, scenario: str, seed: int, events: int, knobs: dict[str, Any],
-             cost_profile: str | None, invariants: bool, show_progress: bool) -> api.RunResult:
-    with progress_bar(f"{policy} on {scenario}", events, show_progress) as upd:
-        return api.run(policy, scenario, seed=seed, events=events, knobs=knobs,
+def _run_one(policy: str, scenario: str, seed: int, events: int | None, knobs: dict[str, Any],
+             cost_profile: str | None, invariants: bool, show_progress: bool,
+             trace: Any = None) -> api.RunResult:
+    if trace is not None:
+        total = trace.events if events is None else min(events, trace.events)
+        with progress_bar(f"{policy} on {Path(trace.source).name}", total,
+                          show_progress) as upd:
+            return api.run_trace(trace, policy, seed=seed, knobs=knobs,
+                                 cost_profile=cost_profile, scenario=scenario,
+                                 events=-1 if events is None else events,
+                                 invariants=invariants, progress=upd)
+    n = 100_000 if events is None else events
+    with progress_bar(f"{policy} on {scenario}", n, show_progress) as upd:
+        return api.run(policy, scenario, seed=seed, events=n, knobs=knobs,
                        cost_profile=cost_profile, invariants=invariants, progress=upd)
+
+
+TRACE_HELP = ("A `trace-cmd report` text file (or a workload .parquet from import-trace): "
+              "its schedule and exits drive the run; --scenario supplies the FP use.")
+
+
+def _load_trace(path: Path | None) -> Any:
+    if path is None:
+        return None
+    try:
+        with progress_bar(f"reading {path.name}", 0, False):
+            return api.load_trace(str(path))
+    except api.UsageError as e:
+        fail(str(e))
 
 
 def _metrics_table(results: list[api.RunResult], title: str) -> Table:
@@ -116,7 +140,9 @@ def run(
     policy: str = typer.Option("upstream-6.14", "--policy", "-p", help="Policy name."),
     scenario: str = typer.Option("default", "--scenario", "-s", help="Scenario name."),
     seed: int = typer.Option(0, help="Random seed (same seed, same output)."),
-    events: int = typer.Option(100_000, help="Number of simulated events."),
+    events: int | None = typer.Option(None, help="Number of simulated events (default "
+                                                 "100000; with --trace, the whole trace)."),
+    trace: Path | None = typer.Option(None, "--trace", "-t", help=TRACE_HELP),
     guest_fp: float | None = typer.Option(None, help="Chance a guest run segment uses FP."),
     cpus: int | None = typer.Option(None, help="Number of CPUs."),
     vl: int | None = typer.Option(None, help="SVE vector length (bits) of SVE tasks/vCPUs."),
@@ -140,25 +166,30 @@ def run(
                    preempt=preempt, migrate=migrate, exit_user=exit_user,
                    guest_fp_pattern=guest_fp_pattern, sysregs=sysregs,
                    vhe=False if nvhe else None)
-    if events < 0:
+    if events is not None and events < 0:
         fail(f"--events must be >= 0, got {events}")
     if seed < 0:
         fail(f"--seed must be >= 0, got {seed}")
+    tw = _load_trace(trace)
     try:
         r = _run_one(policy, scenario, seed, events, knobs, cost_profile, not no_invariants,
-                     not json_out)
+                     not json_out, tw)
     except api.UsageError as e:
         fail(str(e))
     _write_tables([r], csv, parquet)
     if json_out:
         print_json(r.as_json())
     else:
-        out.print(_metrics_table([r], f"{policy} on {scenario}, seed {seed}, {events:,} events"))
+        out.print(_metrics_table([r], f"{policy} on {r.scenario}, seed {seed}, "
+                                      f"{r.events:,} events"))
         j = r.as_json()
         out.print("cycles by component: " + ", ".join(
             f"{k} {v:,}" for k, v in j["cycles_breakdown"].items()))
-        for a in r.assumptions[:1]:
-            out.print(f"assumption: {a}")
+        for a in r.assumptions[:3 if tw is not None else 1]:
+            out.print(f"assumption: {a}", markup=False)
+        if tw is not None and j["trace"]["repairs"]:
+            out.print("replay repairs: " + ", ".join(
+                f"{k} {v}" for k, v in j["trace"]["repairs"].items()), markup=False)
         for v in r.sim.violation_records[:5]:
             err.print(f"violation at event {v['event']}: [{v['invariant']}] {v['message']}",
                       markup=False)
@@ -186,7 +217,8 @@ def compare(
                                  help="Comma-separated policy names."),
     scenario: str = typer.Option("default", "--scenario", "-s"),
     seed: int = typer.Option(0),
-    events: int = typer.Option(100_000),
+    events: int | None = typer.Option(None, help="Default 100000; with --trace, all of it."),
+    trace: Path | None = typer.Option(None, "--trace", "-t", help=TRACE_HELP),
     guest_fp: float | None = typer.Option(None),
     vl: int | None = typer.Option(None),
     sysregs: str | None = typer.Option(None, help="eager, deferred or deferred-stale."),
@@ -201,19 +233,26 @@ def compare(
     if not names:
         fail("--policies is empty")
     knobs = _knobs(guest_fp=guest_fp, vl=vl, sysregs=sysregs, vhe=False if nvhe else None)
+    if events is not None and events < 0:
+        fail(f"--events must be >= 0, got {events}")
+    tw = _load_trace(trace)
     results = []
     for n in names:
         try:
             results.append(_run_one(n, scenario, seed, events, knobs, cost_profile, True,
-                                    not json_out))
+                                    not json_out, tw))
         except api.UsageError as e:
             fail(str(e))
     _write_tables(results, csv, parquet)
     if json_out:
         print_json([r.as_json() for r in results])
     else:
-        out.print(_metrics_table(results, f"{scenario}, seed {seed}, {events:,} events"))
-        out.print(_reading(sorted(results, key=lambda r: r.metrics()["cycles"])[:2], scenario))
+        where = results[0].scenario if results else scenario
+        out.print(_metrics_table(results, f"{where}, seed {seed}, {results[0].events:,} events"))
+        out.print(_reading(sorted(results, key=lambda r: r.metrics()["cycles"])[:2], where))
+        if tw is not None:
+            for a in results[0].assumptions[:3]:
+                out.print(f"assumption: {a}", markup=False)
     if any(r.metrics()["violations"] for r in results):
         raise typer.Exit(1)
 
