@@ -143,7 +143,8 @@ def _progress_printer(label: str):
 
 
 def run_check(pol: Policy, bounds: CK.Bounds, max_states: int | None, mutant: str | None,
-              label: str, quiet: bool = False) -> tuple[CK.CheckResult, Model]:
+              label: str, quiet: bool = False, max_memory_mb: float | None = None
+              ) -> tuple[CK.CheckResult, Model]:
     bounds, notes = CK.adapt_bounds(bounds, pol.supports)
     try:
         model = Model(bounds.config(), pol)
@@ -151,7 +152,8 @@ def run_check(pol: Policy, bounds: CK.Bounds, max_states: int | None, mutant: st
         fail(str(e))
     upd, status = (None, None) if quiet else _progress_printer(label)
     try:
-        res = CK.Checker(model, bounds, max_states=max_states, progress=upd, mutant=mutant).run()
+        res = CK.Checker(model, bounds, max_states=max_states, progress=upd, mutant=mutant,
+                         max_memory_mb=max_memory_mb).run()
     finally:
         if status is not None:
             status.stop()
@@ -186,6 +188,9 @@ def register(app: typer.Typer) -> None:
         depth: int | None = typer.Option(None, help="Stop after this many steps."),
         budget: str | None = typer.Option(None, help="Override budgets, e.g. switch=3,softirq=2"),
         max_states: int | None = typer.Option(None, help="Stop (incomplete) at this many states."),
+        max_memory_mb: float | None = typer.Option(
+            None, help="Stop (incomplete) when the process RSS passes this (default: 70% of "
+                       "available memory)."),
         catalogue: bool = typer.Option(False, "--catalogue", help="Check every catalogue mutant."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
         out_path: Path | None = typer.Option(None, "--out", help="Save the counterexample."),
@@ -193,6 +198,8 @@ def register(app: typer.Typer) -> None:
         """Explore every interleaving within bounds; print the shortest counterexample."""
         if max_states is not None and max_states < 1:
             fail("--max-states must be at least 1")
+        if max_memory_mb is not None and max_memory_mb <= 0:
+            fail("--max-memory-mb must be positive")
         if catalogue:
             _catalogue(json_out, max_states)
             return
@@ -200,7 +207,8 @@ def register(app: typer.Typer) -> None:
         if mutant is not None and bounds == "standard" and MU.get(mutant).bounds:
             bounds = MU.get(mutant).bounds
         b = resolve_bounds(bounds, cpus, tasks, sve_tasks, vcpus, features, depth, budget)
-        res, model = run_check(pol, b, max_states, mname, f"checking {pol.name}", json_out)
+        res, model = run_check(pol, b, max_states, mname, f"checking {pol.name}", json_out,
+                               max_memory_mb)
         recs: list[ST.StepRecord] = []
         if res.violation is not None:
             recs, _ = ST.replay(model, res.path, res.bounds.features)

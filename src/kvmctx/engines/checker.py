@@ -194,7 +194,9 @@ class CheckResult:
             "transitions": self.transitions,
             "depth": self.depth,
             "complete": self.complete,
+            "stop_reason": self.stop_reason,
             "seconds": round(self.seconds, 3),
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
             "violation": self.violation,
             "adapted": self.notes,
         }

@@ -18,7 +18,9 @@ counters, bit for bit.
 
 from __future__ import annotations
 
+import itertools
 import random
+from bisect import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +92,12 @@ class Simulator:
                            for r in self.reasons]
         self.reason_counts = [0] * len(self.reasons)
         self.reason_idx = list(range(len(self.reasons)))
+        # random.choices(weights) and randrange(ncpu), inlined with the very same
+        # draws (bisect on cumulative weights; getrandbits with rejection), so the
+        # stream, and every result, is unchanged.
+        self.reason_cum = list(itertools.accumulate(self.reason_w))
+        self.reason_total = self.reason_cum[-1] if self.reason_cum else 0.0
+        self.cpu_bits = m.ncpu.bit_length()
         self.seg_fp = [False] * m.nvcpu
         self.seg_sve = [False] * m.nvcpu
         self.seg_used = [False] * m.nvcpu
@@ -117,6 +125,8 @@ class Simulator:
     def _apply(self, a: tuple[int, int, int]) -> None:
         m = self.m
         m.apply(self.s, a)
+        if self.trace is None and self.observer is None and not m.vio:
+            return
         if self.trace is not None:
             self.trace.append((self.event, a, len(m.vio)))
         if self.observer is not None:
@@ -215,7 +225,10 @@ class Simulator:
                     d += 1
                 self._apply((MIGRATE, u, d))
                 return
-        k = rng.randrange(ncpu)
+        bits = self.cpu_bits
+        k = rng.getrandbits(bits)
+        while k >= ncpu:
+            k = rng.getrandbits(bits)
         t = s[cur[k]]
         if not t:
             r = rnd()
@@ -236,7 +249,8 @@ class Simulator:
                 m.ctr[C.GUEST_FP_USES] += 1
                 self._apply((GSVE if self.seg_sve[v] else GFP, k, 0))
             else:
-                i = rng.choices(self.reason_idx, self.reason_w)[0]
+                i = bisect(self.reason_cum, rnd() * self.reason_total, 0,
+                           len(self.reason_cum) - 1)
                 self.reason_counts[i] += 1
                 self.last_reason[v] = self.reasons[i]
                 if self.reasons[i] == "wfx" and rnd() < w.wfx_block:
