@@ -174,6 +174,8 @@ def summary_table(res: CK.CheckResult) -> Table:
 
 
 def register(app: typer.Typer) -> None:
+    register_mutation(app)
+
     @app.command()
     def check(
         policy: str | None = typer.Option(None, "--policy", "-p", help="Policy name."),
@@ -310,3 +312,63 @@ def _catalogue(json_out: bool, max_states: int | None) -> None:
         out.print(t)
     if not all(r["found"] for r in rows):
         raise typer.Exit(1)
+
+
+def register_mutation(app: typer.Typer) -> None:
+    @app.command("mutation-test")
+    def mutation_test(
+        policy: str = typer.Option("upstream-6.14", "--policy", "-p"),
+        bounds: str = typer.Option("standard", help="Named bounds: " + ", ".join(CK.BOUNDS)),
+        jobs: int = typer.Option(0, help="Worker processes (0: all cores)."),
+        max_states: int = typer.Option(4_000_000, help="Per-mutant state limit."),
+        kinds: str = typer.Option("drop,swap,flag", help="Mutant kinds to run."),
+        output: Path | None = typer.Option(None, "-o", "--output", help="Write JSON here."),
+        json_out: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Generate faulty variants of a policy (dropped statements, swapped steps,
+        flipped host flags) and report how many the checker kills at the bounds."""
+        import os
+
+        from kvmctx import api
+        from kvmctx.engines import mutation as MT
+
+        try:
+            api.resolve_policy(policy)
+        except api.UsageError as e:
+            fail(str(e))
+        if bounds not in CK.BOUNDS:
+            fail(f"unknown bounds {bounds!r}; valid: {', '.join(CK.BOUNDS)}")
+        want = {k.strip() for k in kinds.split(",") if k.strip()}
+        if not want or not want <= {"drop", "swap", "flag"}:
+            fail(f"--kinds must be a comma list of drop, swap, flag; got {kinds!r}")
+        if output is not None and output.exists():
+            fail(f"{output} exists; not overwriting it")
+        n = jobs or os.cpu_count() or 1
+
+        def prog(done: int, total: int, r: MT.MutantResult) -> None:
+            err.print(f"[{done}/{total}] {r.spec.id}: {r.verdict}"
+                      + (f" ({r.invariant}, depth {r.depth})" if r.verdict == "killed" else "")
+                      + f" {r.seconds:.0f}s", markup=False)
+
+        rep = MT.mutation_test(policy, bounds, jobs=n, max_states=max_states,
+                               only=lambda s: s.kind in want,
+                               explanations=MT.EXPLANATIONS.get(policy), progress=prog)
+        data = rep.as_json()
+        if output is not None:
+            import json
+
+            try:
+                output.write_text(json.dumps(data, indent=2) + "\n")
+            except OSError as e:
+                fail(f"cannot write {output}: {e.strerror or e}")
+        if json_out:
+            print_json(data)
+            return
+        c = rep.counts()
+        out.print(f"{policy} at {bounds}: {len(rep.results)} mutants; killed {c['killed']}, "
+                  f"crashed {c['crashed']}, survived {c['survived']}, unreached "
+                  f"{c['unreached']}; kill rate {rep.kill_rate():.1%} ({rep.seconds:.0f} s)")
+        for r in rep.results:
+            if r.verdict == "survived":
+                out.print(f"  survived {r.spec.id} in {r.spec.function}: {r.spec.text}"
+                          + (f" -- {r.explanation}" if r.explanation else ""), markup=False)

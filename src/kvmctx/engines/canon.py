@@ -11,7 +11,10 @@ reachable in the quotient:
    version 1 if it is its owner's latest value for its bank and version 0
    otherwise, and every version counter becomes 1 (the next write makes
    version 2, distinct from both). Zero (owner 0) and GARBAGE keep their
-   values. This also makes the state space finite.
+   values. This also makes the state space finite. One exception: a
+   feature may declare a *second reference* per thread (a signal frame,
+   whose value sigreturn makes the latest again); tags equal to it become
+   version 2 and the counters 2, so it stays distinct from both.
 
 2. **Dead fields.** ``TIF_FOREIGN_FPSTATE`` of a thread that is not running
    is never read before it is written: every switch-in recomputes it
@@ -59,11 +62,16 @@ class Canon:
         self.lo0 = m.tag_lo_start
         self.tags_end = m.tags_end
         self.banks = list(m.banks)  # (start, end, start of its want field)
+        self.extra = list(getattr(m, "bank_extra", [-1] * len(self.banks)))
+        self.has_extra = any(e >= 0 for e in self.extra)
+        self.nthreads_x = m.nthreads
         self.nctx = m.nctx
-        # Version counters: 1 for every context that has one, 0 otherwise.
+        # Version counters: 1 (2 with second references) for every context that
+        # has one, 0 otherwise.
         v0, v1 = m.slice_ver
         self.ver0, self.ver1 = v0, v1
-        self.ver_const = bytes(1 if m.init_state[i] >= 1 else 0 for i in range(v0, v1))
+        top = 2 if self.has_extra else 1
+        self.ver_const = bytes(top if m.init_state[i] >= 1 else 0 for i in range(v0, v1))
         self.foreign0 = m.foreign[0]
         self.cur_idx = list(m.cur)
         self.nthreads = m.nthreads
@@ -74,11 +82,20 @@ class Canon:
     # ------------------------------------------------------------- canonical
 
     def _tables_for(self, wants: bytes) -> tuple[bytes, ...]:
-        """One translation table per bank, from that bank's latest values."""
+        """One translation table per bank, from that bank's latest values (and
+        second references, laid out after all the banks' latest values)."""
         n = self.nctx
+        nb = len(self.banks)
+        nt = self.nthreads_x
         tabs = []
-        for i in range(len(self.banks)):
+        xpos = nb * n
+        for i in range(nb):
             tab = bytearray(_BASE)
+            if self.extra[i] >= 0:
+                for x in wants[xpos:xpos + nt]:
+                    if x > OWNER_MASK:
+                        tab[x] = (2 << OWNER_BITS) | (x & OWNER_MASK)
+                xpos += nt
             for w in wants[i * n:(i + 1) * n]:
                 if w > OWNER_MASK:
                     tab[w] = (1 << OWNER_BITS) | (w & OWNER_MASK)
@@ -96,6 +113,9 @@ class Canon:
             b = bytes(self._small_versions(s))
         n = self.nctx
         wants = b"".join(b[w:w + n] for _a, _z, w in self.banks)
+        if self.has_extra:
+            nt = self.nthreads_x
+            wants += b"".join(b[e:e + nt] for e in self.extra if e >= 0)
         tabs = self._tables.get(wants)
         if tabs is None:
             tabs = self._tables_for(wants)
@@ -129,15 +149,23 @@ class Canon:
         tag has version 1 (latest) or 0; the fast path then handles it."""
         r = list(s)
         n = self.nctx
-        for lo, hi, w in self.banks:
+        nt = self.nthreads_x
+        for (lo, hi, w), e in zip(self.banks, self.extra, strict=True):
             want = s[w:w + n]
+            second = s[e:e + nt] if e >= 0 else []
             for i in range(lo, hi):
                 x = r[i]
                 if x > OWNER_MASK:
                     o = x & OWNER_MASK
-                    r[i] = (1 << OWNER_BITS) | o if o < n and x == want[o] else o
+                    if o < n and x == want[o]:
+                        r[i] = (1 << OWNER_BITS) | o
+                    elif o < len(second) and x == second[o]:
+                        r[i] = (2 << OWNER_BITS) | o
+                    else:
+                        r[i] = o
+        top = 2 if self.has_extra else 1
         for i in range(self.ver0, self.ver1):
-            r[i] = min(r[i], 1)
+            r[i] = min(r[i], top)
         return r
 
     def canon(self, s: list[int]) -> tuple[int, ...]:

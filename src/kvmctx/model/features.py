@@ -52,6 +52,11 @@ class Feature:
     check_state: Callable[..., None] | None = None
     init: Callable[..., None] | None = None
     banks: tuple[tuple[str, str], ...] = ()
+    # Second references: (tag ref kind, attribute of a THREAD-dim tag field) whose
+    # value an invariant will later compare with a stale tag of the same owner
+    # (a signal frame: sigreturn makes its value the latest again). The checker
+    # keeps those tags apart from other stale ones (kvmctx.engines.canon).
+    extra_wants: tuple[tuple[str, str], ...] = ()
     # Steps appended to the flow's hooks ("vcpu_load", "vcpu_put", "guest_entry",
     # "hyp_exit"): fn(m) -> tuple of policies.base.Step, given the built model.
     steps: Callable[[Any], dict[str, tuple[Any, ...]]] | None = None

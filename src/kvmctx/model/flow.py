@@ -118,8 +118,9 @@ def st_irq_enable(m, s, k, t):
 def st_handle_exit(m, s, k, t):
     """preempt_enable(); handle_exit(): back into the loop or out to userspace."""
     v = m.vcpu_of[t]
-    # The exit class and the guest trap setting are dead until the next exit/entry.
-    s[m.gtrap[k]] = 1
+    # The exit class is dead until the next exit. (The guest trap setting is not:
+    # it stays as the last entry left it, so a design that forgets to set it at
+    # entry is caught; mutation testing found the earlier normalisation hid that.)
     if s[m.exitcls[v]] == EXIT_USER:
         s[m.exitcls[v]] = EXIT_KERNEL
         m.ctr[C.EXITS_TO_USER] += 1

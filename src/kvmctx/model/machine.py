@@ -266,6 +266,7 @@ class Model:
         ("vcpu_cpu", "vcpu.cpu", VCPU, NO_CPU, REF_CPU),
         ("exitcls", "vcpu.exit_class", VCPU, EXIT_KERNEL, None),
         ("gvl", "vcpu.zcr_el1_vq", VCPU, 1, None),
+        ("gtrapped", "ghost.fp_trap_handled_this_stay", VCPU, 0, None),
     )
 
     def _build_layout(self) -> None:
@@ -342,6 +343,10 @@ class Model:
                 want_attr[kind] = attr
         self.banks = [(a, z, getattr(self, want_attr[kind])[0])
                       for a, z, kind in self.bank_slices]
+        extra = {kind: attr for f in self.feats for kind, attr in f.extra_wants}
+        # Per bank: start of its second-reference field (indexed by thread), or -1.
+        self.bank_extra = [getattr(self, extra[kind])[0] if kind in extra else -1
+                           for _a, _z, kind in self.bank_slices]
 
     def _init_state(self) -> None:
         s = list(self.layout.init)
@@ -357,6 +362,12 @@ class Model:
             # first SVE use converts the FPSIMD image (fpsimd_to_sve).
         for v, vs in enumerate(cfg.vcpus):
             s[self.gvl[v]] = vs.vl // 128
+            if vs.sve:
+                # KVM keeps an SVE vCPU's state in SVE form (vcpu->arch.sve_state)
+                # from the start; its FPSIMD view is the low bits of that image.
+                c = self.vctx[v]
+                s[self.mem_zlo[c]] = s[self.mem_lo[c]]
+                s[self.fp_type[c]] = FP_STATE_SVE
         for i, ts in enumerate(cfg.tasks, start=1):
             s[self.pc[i]] = self.L_SYS  # every thread starts in the kernel, about to return
             s[self.insys[i]] = 1         # ... from the syscall that created it
@@ -529,6 +540,8 @@ class Model:
             # The trap returns through ret_to_user, which reloads the state if it
             # was in memory, before the instruction is retried.
             H.fpsimd_restore_current_state(self, s, k, t)
+            if self.check_invariants:
+                self._check_use(s, k, t, False)  # the retried access reads V0-V31 first
         self.ctr[C.HOST_FP_USES] += 1
         self.write(s, k, t, True)
 
@@ -547,14 +560,34 @@ class Model:
 
     def guest_fp(self, s: list[int], k: int, sve: bool) -> None:
         t = s[self.cur[k]]
+        v = self.vcpu_of[t]
+        c = self.vctx[v]
         if s[self.gtrap[k]]:
+            if s[self.gtrapped[v]]:
+                # The handler already gave the guest its registers in this stay.
+                self.violate("no-spurious-trap", f"{self.name(c)} traps on FP again without "
+                             "an exit since its last FP trap was handled", k, (c,))
+            s[self.gtrapped[v]] = 1
             self.guest_trap(s, k, t, sve)
-        self.write(s, k, self.vctx[self.vcpu_of[t]], sve)
+            if self.check_invariants:
+                # A real access reads before it writes: the restored state must be
+                # the guest's own latest (a write-only event would hide a lost restore).
+                self._check_use(s, k, c, self.vcpu_sve[v])
+        self.write(s, k, c, sve)
+
+    def _check_use(self, s: list[int], k: int, c: int, hi_matters: bool) -> None:
+        if s[self.lo[k]] != s[self.want_lo[c]]:
+            self._bad_read(s, k, c, "FPSIMD V0-V31", s[self.lo[k]], s[self.want_lo[c]])
+        elif hi_matters:
+            got, want = s[self.hi[k]], s[self.want_hi[c]]
+            if got != want and not (got == ZERO and s[self.permit[c]]):
+                self._bad_read(s, k, c, "SVE Z upper bits/P/FFR", got, want)
 
     def guest_exit(self, s: list[int], k: int, cls: int) -> None:
         t = s[self.cur[k]]
         v = self.vcpu_of[t]
         s[self.exitcls[v]] = cls
+        s[self.gtrapped[v]] = 0
         self.ctr[C.GUEST_EXITS] += 1
         s[self.pc[t]] = self.L_EXIT
         if self.p_chain[self.L_EXIT]:

@@ -1,0 +1,96 @@
+"""Catalogue mutants of the host kernel's own lifecycle (bug-catalogue.md 1-16, 21).
+
+Each expressed entry is upstream-6.14 with one host fix undone (a HostConfig
+flag), checked at bounds that switch on the lifecycle feature it needs
+(kvmctx.model.feat.host_life). Entries the model cannot express are in
+``NOT_EXPRESSED`` with the reason.
+"""
+
+from __future__ import annotations
+
+from kvmctx.engines.checker import Bounds, register_bounds
+from kvmctx.policies.mutants import NOT_EXPRESSED, Mutant, _host, register
+
+_BASE = frozenset({"preempt", "exit-user"})
+
+register_bounds(Bounds(
+    "host-pm", cpus=1, fpsimd_tasks=1, sve_tasks=0, vcpus=1, features=_BASE | {"pm"},
+    budgets=(("pm", 1), ("switch", 2)),
+    description="1 CPU, 1 FPSIMD task, a VMM with 1 vCPU, CPU power-down from idle"))
+register_bounds(Bounds(
+    "host-hotplug", cpus=2, fpsimd_tasks=1, sve_tasks=0, vcpus=1,
+    features=_BASE | {"hotplug", "migration"},
+    budgets=(("hotplug", 1), ("migration", 1), ("switch", 2)),
+    description="2 CPUs, 1 FPSIMD task, a VMM with 1 vCPU, CPU offline/online, migration"))
+register_bounds(Bounds(
+    "host-exec", cpus=1, fpsimd_tasks=1, sve_tasks=0, vcpus=1, features=_BASE | {"exec"},
+    budgets=(("exec", 1), ("switch", 2)),
+    description="1 CPU, 1 FPSIMD task that may execve, a VMM with 1 vCPU"))
+register_bounds(Bounds(
+    "host-signals", cpus=1, fpsimd_tasks=1, sve_tasks=0, vcpus=1,
+    features=_BASE | {"signals", "softirq-neon"},
+    budgets=(("signal", 2), ("softirq", 1), ("switch", 2)),
+    description="1 CPU, 1 FPSIMD task with one signal handler level, a VMM with 1 vCPU, "
+                "softirq kernel-mode NEON"))
+register_bounds(Bounds(
+    "host-life", cpus=2, fpsimd_tasks=1, sve_tasks=1, vcpus=1,
+    features=_BASE | {"sve", "migration", "signals", "ptrace", "exec", "pm", "hotplug",
+                      "softirq-neon"},
+    budgets=(("exec", 1), ("hotplug", 1), ("migration", 1), ("pm", 1), ("ptrace", 1),
+             ("signal", 2), ("softirq", 1), ("switch", 2)),
+    description="2 CPUs, an FPSIMD and an SVE task, a VMM with 1 vCPU; signals, ptrace "
+                "(FPSIMD and SVE writes), execve, CPU PM and hotplug, migration, softirq "
+                "NEON; at most 2 switch-outs, 2 signal events, one of each other event"))
+
+register(Mutant(
+    name="pm-keeps-binding", base="upstream-6.14", source="7c68a9cc0402", catalogue=1,
+    invariant="integrity",
+    description="CPU power-down does not invalidate fpsimd_last_state: a task switched "
+                "back in after cpu_pm_exit skips its reload and reads garbage",
+    transform=_host(pm_invalidates=False), bounds="host-pm"))
+register(Mutant(
+    name="hotplug-keeps-binding", base="upstream-6.14", source="32365e64a20e", catalogue=2,
+    invariant="integrity",
+    description="a dead CPU keeps its binding: a task that last ran there and migrates "
+                "back after it comes online skips its reload",
+    transform=_host(hotplug_invalidates=False), bounds="host-hotplug"))
+register(Mutant(
+    name="exec-cpu-zero", base="upstream-6.14", source="674c242c9323", catalogue=3,
+    invariant="integrity",
+    description="execve's memset leaves fpsimd_cpu = 0: preempted before returning to EL0 "
+                "on CPU0, the new program skips the reload and sees the old program's "
+                "registers",
+    transform=_host(exec_flushes_task=False), bounds="host-exec"))
+register(Mutant(
+    name="sigreturn-skips-fpsimd", base="upstream-6.14", source="9de52a755cfb", catalogue=5,
+    invariant="recoverability",
+    description="rt_sigreturn copies the FPSIMD record into the task only for SVE tasks: "
+                "an FPSIMD-only task resumes with the handler's values, not the frame's",
+    transform=_host(sigreturn_copies_fpsimd=False), bounds="host-signals"))
+
+_SIG_SVE = ("needs SVE/streaming signal frames (SVE and ZA records, SVE_SIG_FLAG_SM); the "
+            "model's frame holds the FPSIMD record only")
+_SME = ("needs SME: PSTATE.SM/ZA, SVCR and their side effects (SMSTOP zeroing Z/P/FFR, "
+        "FPMR reset), ZA/ZT0 storage and SMCR; the model has an SVCR.SM bit but no "
+        "streaming-mode events")
+NOT_EXPRESSED.update({
+    6: "the copy of a whole kernel struct (with its cpu field) from a partly initialised "
+       "stack temporary is memory corruption below the model's level: fields are "
+       "assigned one by one",
+    7: _SIG_SVE + "; also needs the save-format/TIF_SVE split at syscall entry on the "
+       "signal path",
+    8: _SIG_SVE + " and SME streaming mode",
+    9: _SME + "; and signal-handler setup as a preemptible kernel path",
+    10: "the discard happens in the window between the reload on the way back to EL0 and "
+        "the eret, with syscallno still set; the model's syscall return reloads and leaves "
+        "the syscall in one step (ptrace SVE writes are modelled: kvmctx check --bounds "
+        "host-life)",
+    11: _SME + "; and forged sigreturn frames",
+    12: _SME + "; and ZA storage allocation",
+    13: "needs the !SME ptrace SVE write path that leaves TIF_SVE clear with an SVE image "
+        "(the model's NT_ARM_SVE write sets both, as fixed)",
+    14: _SME + " (FPMR restore order against SVCR)",
+    15: _SME,
+    16: "needs FPMR (FEAT_FPMR), a register outside the FPSIMD/SVE banks the model tags",
+    21: _SME + "; and trap-control writes pending an ISB",
+})
