@@ -43,8 +43,8 @@ from typing import Any
 EXPLANATIONS: dict[str, dict[str, str]] = {"upstream-6.14": {}}
 
 # Smaller bounds with features the main bounds leave out, tried on survivors.
-ALSO_BOUNDS = ("kvm-vmm-sve", "kvm-sve-nvhe", "host-pm", "host-hotplug", "host-exec",
-               "host-signals", "host-life")
+ALSO_BOUNDS = ("kvm-vmm-sve", "kvm-sve-nvhe", "sysregs", "host-pm", "host-hotplug",
+               "host-exec", "host-signals")
 
 HOOKS = ("vcpu_load", "ctxflush", "guest_entry", "hyp_exit", "ctxsync", "vcpu_put")
 HOST_MODULE = "kvmctx.model.host"

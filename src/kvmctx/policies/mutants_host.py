@@ -34,13 +34,12 @@ register_bounds(Bounds(
                 "softirq kernel-mode NEON"))
 register_bounds(Bounds(
     "host-life", cpus=2, fpsimd_tasks=1, sve_tasks=1, vcpus=1,
-    features=_BASE | {"sve", "migration", "signals", "ptrace", "exec", "pm", "hotplug",
-                      "softirq-neon"},
-    budgets=(("exec", 1), ("hotplug", 1), ("migration", 1), ("pm", 1), ("ptrace", 1),
-             ("signal", 2), ("softirq", 1), ("switch", 2)),
+    features=_BASE | {"sve", "signals", "ptrace", "exec", "pm", "hotplug"},
+    budgets=(("exec", 1), ("hotplug", 1), ("pm", 1), ("ptrace", 1), ("signal", 2),
+             ("switch", 2)),
     description="2 CPUs, an FPSIMD and an SVE task, a VMM with 1 vCPU; signals, ptrace "
-                "(FPSIMD and SVE writes), execve, CPU PM and hotplug, migration, softirq "
-                "NEON; at most 2 switch-outs, 2 signal events, one of each other event"))
+                "(FPSIMD and SVE writes), execve, CPU PM and hotplug; at most 2 switch-outs, "
+                "2 signal events, one of each other event"))
 
 register(Mutant(
     name="pm-keeps-binding", base="upstream-6.14", source="7c68a9cc0402", catalogue=1,
