@@ -83,3 +83,13 @@ def test_every_catalogue_entry_is_expressed_or_explained():
         assert (n in expressed) != (n in MU.NOT_EXPRESSED), n
         if n in MU.NOT_EXPRESSED:
             assert len(MU.NOT_EXPRESSED[n]) > 40
+
+
+def test_simulator_runs_lifecycle_events_and_catches_the_pm_mutant():
+    from kvmctx import api
+
+    ok = api.run("upstream-6.14", "default", seed=1, events=20000, knobs={"host_life": 0.05})
+    assert ok.counters["signals"] > 0 and ok.metrics()["violations"] == 0
+    bad = api.run(MU.get("pm-keeps-binding").build(), "overcommit", seed=1, events=40000,
+                  knobs={"host_life": 0.05})
+    assert bad.sim.violations_by_invariant.get("integrity", 0) > 0

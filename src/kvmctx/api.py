@@ -93,6 +93,13 @@ def adapt_workload(policy: Policy, w: Workload, explicit: dict[str, Any]
     if "sysregs" in missing:
         w = replace(w, sysregs="")
         notes.append(f"{policy.name} has no deferred-sysreg model: sysregs left out")
+    life = missing & {"signals", "ptrace", "exec", "pm", "hotplug"}
+    if life:
+        if explicit.get("host_life"):
+            raise UsageError(f"policy {policy.name} cannot model {', '.join(sorted(life))} "
+                             "(asked for with --host-life); see 'kvmctx policies'")
+        w = replace(w, host_life=0.0)
+        notes.append(f"{policy.name} has no host lifecycle events: left out")
     if "kernel-neon" in missing:
         w = replace(w, tasks=tuple(replace(t, kneon=False) for t in w.tasks))
         notes.append(f"{policy.name} has no task kernel-mode NEON: left out")

@@ -155,6 +155,9 @@ def run(
     sysregs: str | None = typer.Option(None, help="EL1/EL0 sysreg switching: eager, deferred "
                                                   "or deferred-stale (seed 001)."),
     nvhe: bool = typer.Option(False, "--nvhe", help="Model an nVHE host (default VHE)."),
+    host_life: float | None = typer.Option(None, help="Chance per host EL0/idle decision of "
+                                                      "a signal, ptrace write, execve, CPU "
+                                                      "PM or hotplug cycle."),
     cost_profile: str | None = typer.Option(None, help="Built-in profile name or TOML path."),
     no_invariants: bool = typer.Option(False, "--no-invariants", help="Skip invariant checks."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -165,7 +168,7 @@ def run(
     knobs = _knobs(guest_fp=guest_fp, cpus=cpus, vl=vl, vcpus=vcpus, softirq_neon=softirq_neon,
                    preempt=preempt, migrate=migrate, exit_user=exit_user,
                    guest_fp_pattern=guest_fp_pattern, sysregs=sysregs,
-                   vhe=False if nvhe else None)
+                   vhe=False if nvhe else None, host_life=host_life)
     if events is not None and events < 0:
         fail(f"--events must be >= 0, got {events}")
     if seed < 0:

@@ -26,7 +26,7 @@ from typing import Any
 
 from kvmctx.model import counters as C
 from kvmctx.model.feat.sysregs import GSR_WRITE, HOST_TLS, SR_EMULATE
-from kvmctx.model.flow import EXIT_KERNEL, EXIT_USER, K_GUEST, K_STEP, K_USER
+from kvmctx.model.flow import EXIT_KERNEL, EXIT_USER, K_GUEST, K_IDLE, K_STEP, K_USER
 from kvmctx.model.machine import (
     GEXIT,
     GFP,
@@ -113,6 +113,12 @@ class Simulator:
         self.fp_truth: list[list[bool]] = [[] for _ in range(m.nvcpu)]
         self.record_truth = False
         self.sysregs = "sysregs" in model.config.features
+        # Host lifecycle features on (signals, ptrace, exec, PM, hotplug): their
+        # enabled-action callbacks, asked at host EL0 and idle decisions.
+        from kvmctx.model import features as F
+
+        self.life = [f for name in ("signals", "exec", "pm", "hotplug", "ptrace")
+                     if name in model.config.features and (f := F.get(name)) is not None]
         self.last_reason = [""] * m.nvcpu
         # Predictor bookkeeping: the truth for a perfect predictor, and the
         # confusion matrix of the predictions a design made (prediction, truth).
@@ -230,6 +236,8 @@ class Simulator:
         while k >= ncpu:
             k = rng.getrandbits(bits)
         t = s[cur[k]]
+        if self.life and rnd() < w.host_life and self._life_event(k, t):
+            return
         if not t:
             r = rnd()
             if r < w.wake:
@@ -313,6 +321,27 @@ class Simulator:
             return
         self._apply((STEP, k, 0))
         self._settle(k)
+
+    def _life_event(self, k: int, t: int) -> bool:
+        """A signal, sigreturn, execve, PM or hotplug cycle on CPU k, or a ptrace
+        write to a stopped task, if one is possible now."""
+        m, s = self.m, self.s
+        pc = s[m.pc[t]] if t else m.L_IDLE
+        kind = m.p_kind[pc]
+        if kind not in (K_USER, K_IDLE) or (t and m.vcpu_of[t] >= 0):
+            return False
+        out: list[tuple[int, int, int]] = []
+        running = {s[m.cur[j]] for j in range(m.ncpu)}
+        for f in self.life:
+            if f.enabled is not None:
+                f.enabled(m, s, k, t, pc, kind, out)
+            if f.enabled_global is not None:
+                f.enabled_global(m, s, running, out)
+        if not out:
+            return False
+        self._apply(out[int(self.rng.random() * len(out))])
+        self._settle(k)
+        return True
 
     # ------------------------------------------------------------------ loop
 

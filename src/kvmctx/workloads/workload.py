@@ -74,6 +74,9 @@ class Workload:
     sysregs: str = ""             # "" (not modelled), eager, deferred, deferred-stale
     sysreg_write: float = 0.05    # with sysregs: chance a guest decision writes a sysreg
     vhe: bool = True              # VHE host (False: nVHE)
+    # Host lifecycle events (signals, ptrace writes, execve, CPU PM and hotplug): per
+    # decision of a host task at EL0 or an idle CPU, the chance that one happens.
+    host_life: float = 0.0
     notes: tuple[str, ...] = field(default=())
 
     def model_config(self, features: frozenset[str] | None = None,
@@ -103,6 +106,8 @@ class Workload:
             f.add("guest-sve")
         if self.sysregs:
             f.add("sysregs")
+        if self.host_life > 0:
+            f |= HOST_LIFE_FEATURES if self.cpus > 1 else HOST_LIFE_FEATURES - {"hotplug"}
         return frozenset(f)
 
     def exit_weights(self) -> tuple[list[str], list[float]]:
@@ -142,6 +147,8 @@ class Workload:
         return asdict(self)
 
 
+HOST_LIFE_FEATURES = frozenset({"signals", "ptrace", "exec", "pm", "hotplug"})
+
 KNOB_FIELDS = {f.name for f in fields(Workload)} - {"tasks", "vcpus", "notes"}
 
 # Knobs a user can set by name (CLI options and sweep grid keys) and their types.
@@ -150,7 +157,7 @@ KNOBS: dict[str, type] = {
     "burst": float, "phase_len": int, "softirq_neon": float, "preempt": float,
     "migrate": float, "wake": float, "vmm_fp": float, "kneon_task": float,
     "wfx_block": float, "vl": int, "vcpus": int, "exit_user": float,
-    "sysregs": str, "sysreg_write": float, "vhe": bool,
+    "sysregs": str, "sysreg_write": float, "vhe": bool, "host_life": float,
 }
 
 
