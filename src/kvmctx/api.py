@@ -340,7 +340,7 @@ def run_trace(path: str | Any, policy: str | Policy = "upstream-6.14", seed: int
               knobs: dict[str, Any] | None = None,
               cost_profile: str | CostProfile | None = None, scenario: str = "default",
               events: int = -1, invariants: bool = True, progress: Any = None,
-              observer: Any = None) -> RunResult:
+              observer: Any = None, sim_out: list[Any] | None = None) -> RunResult:
     """A policy on a real trace (kvmctx.engines.trace_driver): the trace gives
     the schedule and the exits, ``scenario`` + ``knobs`` what the trace cannot
     show (guest and host FP use, softirq NEON, vector lengths)."""
@@ -367,6 +367,9 @@ def run_trace(path: str | Any, policy: str | Policy = "upstream-6.14", seed: int
         fptrace = FpTrace()
         observer, invariants = fptrace.observer, False
     sim = TraceSimulator(model, w, tw, seed=seed, invariants=invariants, observer=observer)
+    if sim_out is not None:
+        sim_out.append(sim)
+        model.pred_log = []
     res = sim.run(events, progress=progress)
     if fptrace is not None:
         _oracle_replace(res, fptrace, model)
