@@ -340,7 +340,8 @@ def run_trace(path: str | Any, policy: str | Policy = "upstream-6.14", seed: int
               knobs: dict[str, Any] | None = None,
               cost_profile: str | CostProfile | None = None, scenario: str = "default",
               events: int = -1, invariants: bool = True, progress: Any = None,
-              observer: Any = None, sim_out: list[Any] | None = None) -> RunResult:
+              observer: Any = None, sim_out: list[Any] | None = None,
+              fp_plan: dict[int, list[tuple[bool, bool]]] | None = None) -> RunResult:
     """A policy on a real trace (kvmctx.engines.trace_driver): the trace gives
     the schedule and the exits, ``scenario`` + ``knobs`` what the trace cannot
     show (guest and host FP use, softirq NEON, vector lengths)."""
@@ -366,7 +367,8 @@ def run_trace(path: str | Any, policy: str | Policy = "upstream-6.14", seed: int
 
         fptrace = FpTrace()
         observer, invariants = fptrace.observer, False
-    sim = TraceSimulator(model, w, tw, seed=seed, invariants=invariants, observer=observer)
+    sim = TraceSimulator(model, w, tw, seed=seed, invariants=invariants, observer=observer,
+                         fp_plan=fp_plan)
     if sim_out is not None:
         sim_out.append(sim)
         model.pred_log = []

@@ -110,9 +110,13 @@ class TraceSimulator(Simulator):
     """Runs the model along a parsed trace instead of a random event stream."""
 
     def __init__(self, model: Model, workload: Workload, tw: T.TraceWorkload, seed: int = 0,
-                 invariants: bool = True, observer: Any = None) -> None:
+                 invariants: bool = True, observer: Any = None,
+                 fp_plan: dict[int, list[tuple[bool, bool]]] | None = None) -> None:
         super().__init__(model, workload, seed=seed, invariants=invariants, observer=observer)
         self.tw = tw
+        # Known guest FP use per vCPU and run segment, (fp, sve), in segment order
+        # (from a validation scenario's definition), instead of a random draw.
+        self.fp_plan = fp_plan
         self.site_rng = random.Random((seed << 2) ^ 0x7ACE)
         ncpu = model.ncpu
         self.host_of_cpu = list(range(1, ncpu + 1))           # model thread per CPU slot
@@ -246,7 +250,17 @@ class TraceSimulator(Simulator):
                 self._apply((KVMRUN, k, 0))
                 self._settle(k)
             elif pc == m.L_TOP:
-                self._draw_segment(v)
+                plan = self.fp_plan.get(v) if self.fp_plan is not None else None
+                if plan is not None:
+                    i = self.seg_count[v]
+                    fp, sve = plan[i] if i < len(plan) else (False, False)
+                    self.seg_fp[v], self.seg_sve[v] = fp, fp and sve and m.vcpu_sve[v]
+                    self.seg_used[v] = False
+                    self.seg_count[v] += 1
+                    self.segments += 1
+                    self.segments_fp += fp
+                else:
+                    self._draw_segment(v)
                 m.oracle_hint[v] = self.seg_fp[v]
                 logged = len(m.pred_log) if m.pred_log is not None else 0
                 self._step(k)

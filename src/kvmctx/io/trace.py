@@ -119,7 +119,8 @@ class TraceWorkload:
     cpu: array = field(default_factory=lambda: array("l"))
     kind: array = field(default_factory=lambda: array("b"))
     pid: array = field(default_factory=lambda: array("q"))
-    a: array = field(default_factory=lambda: array("q"))  # switch: next pid; migrate: orig
+    a: array = field(default_factory=lambda: array("q"))  # switch: next pid; migrate: orig;
+    #                                                       exit: guest PC (low 32 bits)
     b: array = field(default_factory=lambda: array("q"))  # migrate: dest; exit: EC; irq
     c: array = field(default_factory=lambda: array("l"))  # exit: type index; uexit: code
     names: list[str] = field(default_factory=list)       # interned strings (reasons...)
@@ -457,7 +458,9 @@ def _emit(w: TraceWorkload, rec: tuple) -> None:
         tidx = EXIT_TYPES.index(typ) if typ in EXIT_TYPES else 2
         th = w.thread(pid, task)
         th.role = "vcpu"
-        w.add(ts, cpu, K_EXIT, pid, 0, ec & 0x3F, tidx)
+        pc = m.group("pc") if "pc" in m.re.groupindex else None
+        # a: the exit's guest PC, low 32 bits (enough to place it in a guest image).
+        w.add(ts, cpu, K_EXIT, pid, int(pc[-8:], 16) if pc else 0, ec & 0x3F, tidx)
     elif event == "kvm_userspace_exit":
         m = _UEXIT.search(fields)
         if m is None:

@@ -1,0 +1,1 @@
+"""Ground truth: real Linux KVM/arm64 under QEMU emulation (kvmctx validate-real)."""
