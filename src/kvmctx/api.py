@@ -75,7 +75,7 @@ def adapt_workload(policy: Policy, w: Workload, explicit: dict[str, Any]
     if not missing:
         return w, notes
     asked = {"sve": "vl", "guest-sve": "guest_sve", "softirq-neon": "softirq_neon",
-             "sysregs": "sysregs"}
+             "sysregs": "sysregs", "sme": "svl"}
     for feat in sorted(missing):
         knob = asked.get(feat)
         if knob and explicit.get(knob):
@@ -87,6 +87,10 @@ def adapt_workload(policy: Policy, w: Workload, explicit: dict[str, Any]
     if "sve" in missing:
         w = replace(w, tasks=tuple(replace(t, sve=False) for t in w.tasks))
         notes.append(f"{policy.name} has no host SVE: SVE host tasks run FPSIMD-only here")
+    if "sme" in missing:
+        w = replace(w, tasks=tuple(replace(t, sme=False) for t in w.tasks))
+        notes.append(f"{policy.name} has no SME: SME host tasks run without streaming mode "
+                     "or ZA here")
     if "softirq-neon" in missing:
         w = replace(w, softirq_neon=0.0)
         notes.append(f"{policy.name} has no softirq kernel-mode NEON: left out")
@@ -134,7 +138,7 @@ class RunResult:
         c = self.sim.counters
         cyc = self.cycles()
         return {
-            "fp_traps": c[C.GUEST_FP_TRAPS] + c[C.HOST_SVE_TRAPS],
+            "fp_traps": c[C.GUEST_FP_TRAPS] + c[C.HOST_SVE_TRAPS] + c[C.HOST_SME_TRAPS],
             "saves": c[C.SAVES],
             "restores": c[C.RESTORES],
             "bytes_saved": c[C.BYTES_SAVED],

@@ -18,6 +18,10 @@ from kvmctx.model.machine import Model
 from kvmctx.policies import mutants as MU
 from kvmctx.policies.base import Policy
 
+# Mutant modules register their own named bounds (host-*, ...): load them so
+# every named bounds is valid for `check --bounds` and listed in its help.
+MU.load_all()
+
 
 def _parse_budgets(text: str | None) -> tuple[tuple[str, int], ...] | None:
     if text is None:

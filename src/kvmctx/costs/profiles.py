@@ -34,7 +34,8 @@ COST_KEYS = {
     "fpsimd_save": "cycles to save the 520-byte FPSIMD image (scaled by bytes for SVE)",
     "fpsimd_restore": "cycles to restore the 520-byte FPSIMD image (scaled by bytes)",
     "guest_fp_trap": "cycles for a guest FP/SVE access trap to EL2 and ERET (fast path)",
-    "host_sve_trap": "cycles for an EL0 SVE access trap to EL1 and back (do_sve_acc)",
+    "host_sve_trap": "cycles for an EL0 SVE (or SME: do_sme_acc) access trap to EL1 and back "
+                     "(do_sve_acc)",
     "isb": "cycles per ISB after a trap-control write",
     "trap_write": "cycles per CPTR_EL2/CPACR_EL1/HCPTR write",
     "sysreg_save": "cycles per system register saved",
@@ -72,7 +73,7 @@ class CostProfile:
         rest_b = self["fpsimd_restore"] / 520.0
         parts = {
             "traps": ctr[C.GUEST_FP_TRAPS] * self["guest_fp_trap"]
-            + ctr[C.HOST_SVE_TRAPS] * self["host_sve_trap"],
+            + (ctr[C.HOST_SVE_TRAPS] + ctr[C.HOST_SME_TRAPS]) * self["host_sve_trap"],
             "saves": ctr[C.BYTES_SAVED] * save_b,
             "restores": ctr[C.BYTES_RESTORED] * rest_b,
             "trap_control": ctr[C.TRAP_WRITES] * self["trap_write"] + ctr[C.ISBS] * self["isb"],

@@ -180,7 +180,7 @@ class Canon:
         for i, ts in enumerate(m.config.tasks, start=1):
             if ts.vcpu >= 0:
                 continue
-            classes.setdefault((ts.sve, ts.vl, ts.sme, ts.kneon), []).append(i)
+            classes.setdefault((ts.sve, ts.vl, ts.sme, ts.svl, ts.kneon), []).append(i)
         choices = [[dict(zip(mem, p, strict=True)) for p in permutations(mem)]
                    for mem in classes.values() if len(mem) > 1]
         out = []

@@ -34,6 +34,7 @@ class Bounds:
     fpsimd_tasks: int = 1
     sve_tasks: int = 1
     kneon_tasks: int = 0
+    sme_tasks: int = 0             # tasks using SME streaming mode and ZA (SVL 256)
     vcpus: int = 1
     vcpu_sve: bool = False
     vmm_sve: bool = False          # the VMM threads use SVE at EL0 too
@@ -54,6 +55,8 @@ class Bounds:
                                   kneon=i < self.kneon_tasks))
         for i in range(self.sve_tasks):
             tasks.append(TaskSpec(f"S{i + 1}", sve=True, vl=256, cpu=(i + 1) % self.cpus))
+        for i in range(self.sme_tasks):
+            tasks.append(TaskSpec(f"Z{i + 1}", sme=True, svl=256, cpu=i % self.cpus))
         for v in range(self.vcpus):
             tasks.append(TaskSpec(f"VMM{v}", vcpu=v, cpu=v % self.cpus, sve=self.vmm_sve,
                                   vl=256 if self.vmm_sve else 128))
@@ -66,6 +69,7 @@ class Bounds:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "cpus": self.cpus, "fpsimd_tasks": self.fpsimd_tasks,
                 "sve_tasks": self.sve_tasks, "kneon_tasks": self.kneon_tasks,
+                "sme_tasks": self.sme_tasks,
                 "vcpus": self.vcpus, "vcpu_sve": self.vcpu_sve, "vmm_sve": self.vmm_sve,
                 "features": sorted(self.features), "depth": self.depth,
                 "budgets": dict(self.budgets), "vhe": self.vhe, "sysregs": self.sysregs}
@@ -74,7 +78,8 @@ class Bounds:
     def from_dict(d: dict[str, Any]) -> Bounds:
         return Bounds(name=str(d.get("name", "custom")), cpus=int(d["cpus"]),
                       fpsimd_tasks=int(d["fpsimd_tasks"]), sve_tasks=int(d["sve_tasks"]),
-                      kneon_tasks=int(d.get("kneon_tasks", 0)), vcpus=int(d["vcpus"]),
+                      kneon_tasks=int(d.get("kneon_tasks", 0)),
+                      sme_tasks=int(d.get("sme_tasks", 0)), vcpus=int(d["vcpus"]),
                       vcpu_sve=bool(d.get("vcpu_sve", False)),
                       vmm_sve=bool(d.get("vmm_sve", False)),
                       features=frozenset(d.get("features", ())),
@@ -109,6 +114,12 @@ BOUNDS: dict[str, Bounds] = {
         budgets=(("softirq", 2), ("switch", 2)), vhe=False,
         description="nVHE host, 1 CPU, 1 FPSIMD task, a VMM with 1 SVE vCPU (VL256) that may "
                     "lower its VL, softirq kernel-mode NEON"),
+    "kvm-sme": Bounds(
+        "kvm-sme", cpus=1, fpsimd_tasks=1, sve_tasks=0, sme_tasks=1, vcpus=1,
+        features=frozenset({"sme", "softirq-neon", "exit-user", "preempt"}),
+        budgets=(("softirq", 1), ("switch", 3)),
+        description="1 CPU, 1 FPSIMD task, 1 task using SME streaming mode and ZA (SVL256), "
+                    "a VMM with 1 vCPU, softirq kernel-mode NEON"),
     "small": Bounds(
         "small", cpus=1, fpsimd_tasks=1, sve_tasks=0, vcpus=1,
         features=frozenset({"softirq-neon", "exit-user"}),
@@ -156,7 +167,11 @@ def adapt_bounds(b: Bounds, supports: frozenset[str]) -> tuple[Bounds, list[str]
         notes.append("no vCPU SVE: the vCPU runs FPSIMD-only")
     if "kernel-neon" in missing and b.kneon_tasks:
         kw["kneon_tasks"] = 0
-    other = sorted(missing - {"sve", "guest-sve"})
+    if "sme" in missing and b.sme_tasks:
+        kw["fpsimd_tasks"] = kw.get("fpsimd_tasks", b.fpsimd_tasks) + b.sme_tasks
+        kw["sme_tasks"] = 0
+        notes.append(f"no SME: the {b.sme_tasks} SME task(s) run FPSIMD-only")
+    other = sorted(missing - {"sve", "guest-sve", "sme"})
     if other:
         notes.append(f"left out (the design cannot express them): {', '.join(other)}")
     return Bounds(**{**b.__dict__, **kw}), notes

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvmctx.model import counters as C
+from kvmctx.model.feat.sme import USER_SME, USER_SMSTOP
 from kvmctx.model.feat.sysregs import GSR_WRITE, HOST_TLS, SR_EMULATE
 from kvmctx.model.flow import EXIT_KERNEL, EXIT_USER, K_GUEST, K_IDLE, K_STEP, K_USER
 from kvmctx.model.machine import (
@@ -83,10 +84,12 @@ class Simulator:
         self.t_fp = [0.0] * n
         self.t_sve = [0.0] * n
         self.t_sys = [0.0] * n
+        self.t_sme = [0.0] * n
         for i, ht in enumerate(ws.tasks, start=1):
             self.t_fp[i] = ht.fp
             self.t_sve[i] = ht.sve_use if ht.sve else 0.0
             self.t_sys[i] = ht.syscall
+            self.t_sme[i] = ht.sme_use if m.task_sme[i] else 0.0
         self.reasons, self.reason_w = ws.exit_weights()
         self.reason_cls = [EXIT_USER if EXIT_REASONS[r][1] == "user" else EXIT_KERNEL
                            for r in self.reasons]
@@ -286,7 +289,12 @@ class Simulator:
                 if r < sysr:
                     self._apply((SYSCALL, k, 0))
                 elif r < sysr + self.t_fp[t]:
-                    if self.t_sve[t] and rnd() < self.t_sve[t]:
+                    if self.t_sme[t] and rnd() < self.t_sme[t]:
+                        # SMSTART and streaming/ZA writes; SMSTOP a third of the time
+                        # once in streaming mode (a syscall also leaves it).
+                        stop = (s[m.sm[k]] or s[m.za_on[k]]) and rnd() < 0.33
+                        self._apply((USER_SMSTOP if stop else USER_SME, k, 0))
+                    elif self.t_sve[t] and rnd() < self.t_sve[t]:
                         self._apply((USVE, k, 0))
                     else:
                         self._apply((UFP, k, 0))

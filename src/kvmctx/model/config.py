@@ -44,6 +44,7 @@ class TaskSpec:
     sve: bool = False          # the task uses SVE at EL0
     vl: int = DEFAULT_VL       # its SVE vector length in bits
     sme: bool = False          # the task uses SME streaming mode / ZA
+    svl: int = 256             # its streaming vector length in bits (SMCR.LEN), with sme
     kneon: bool = False        # it does kernel-mode NEON in task context (syscalls)
     vcpu: int = -1             # index of the vCPU this thread runs (KVM_RUN), or -1
     cpu: int = 0               # CPU whose runqueue it starts on
@@ -86,6 +87,9 @@ class ModelConfig:
                 raise ValueError(f"task {t.name} starts on CPU {t.cpu}, which does not exist")
             if t.vl % 128 or not 128 <= t.vl <= 2048:
                 raise ValueError(f"task {t.name}: VL {t.vl} is not a multiple of 128 in 128..2048")
+            if t.svl not in (128, 256, 512, 1024, 2048):
+                raise ValueError(f"task {t.name}: streaming VL {t.svl} is not a power of two "
+                                 "in 128..2048")
         for v in self.vcpus:
             if v.vl % 128 or not 128 <= v.vl <= 2048:
                 raise ValueError(f"vCPU {v.name}: VL {v.vl} is not a multiple of 128 in 128..2048")

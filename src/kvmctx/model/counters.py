@@ -35,8 +35,11 @@ SIGNALS = 24
 SYSREG_TRAPS = 25      # emulated sysreg accesses (deferred-sysreg accessors)
 EAGER_RESTORES = 26    # guest state restored before the guest asked (predictors)
 EAGER_WASTED = 27      # ... and the guest then did not touch FP before exiting
+HOST_SME_TRAPS = 28    # host EL0 SME access trap (do_sme_acc)
+ZA_SAVES = 29          # the subset of SAVES that wrote ZA/ZT0 (SME)
+ZA_RESTORES = 30
 
-N = 28
+N = 31
 
 NAMES = (
     "guest_fp_traps", "host_sve_traps", "saves", "restores", "bytes_saved",
@@ -44,7 +47,8 @@ NAMES = (
     "context_switches", "softirq_neon", "task_neon", "trap_writes", "isbs",
     "sysreg_saves", "sysreg_restores", "sve_saves", "sve_restores", "guest_fp_uses",
     "guest_entries", "syscalls", "migrations", "host_fp_uses", "signals",
-    "sysreg_traps", "eager_restores", "eager_wasted",
+    "sysreg_traps", "eager_restores", "eager_wasted", "host_sme_traps", "za_saves",
+    "za_restores",
 )
 assert len(NAMES) == N
 

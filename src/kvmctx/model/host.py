@@ -71,6 +71,10 @@ class HostConfig:
     sigreturn_copies_fpsimd: bool = True
     # 61da7c8e2a60: the signal frame format follows fp_type, not TIF_SVE
     signal_frame_from_fp_type: bool = True
+    # 01098d893fa8: switching to a task inside a kernel-mode NEON section
+    # flushes the CPU state (SMSTOP) *before* loading its kernel FPSIMD state;
+    # before it, the SMSTOP came after the load and zeroed it (catalogue 15).
+    kernel_state_flush_first: bool = True
 
     # Seed 000 patch 0.9 (RFC, 2018), as posted: fpsimd_thread_switch() asks
     # whether *current's* state is foreign instead of next's.
@@ -147,9 +151,24 @@ def fpsimd_save_user_state(m, s: list[int], k: int) -> None:
         save_sve = bool(s[m.tif_sve[cur]]) and m.has_sve
         want_vl = m.ctx_vq[cur]
         target = cur if save_sve else c
+    live_vl = s[m.vl[k]]
+    streaming = False
+    if m.has_sme and c < m.nthreads:
+        # A task's state: thread.svcr and ZA are saved with it; in streaming mode
+        # the Z/P registers are saved in SVE form at the streaming VL.
+        streaming = bool(s[m.sm[k]])
+        s[m.svcr_sm[c]] = s[m.sm[k]]
+        s[m.svcr_za[c]] = s[m.za_on[k]]
+        if s[m.za_on[k]]:
+            s[m.mem_za[c]] = s[m.za[k]]
+            m.ctr[C.SAVES] += 1
+            m.ctr[C.ZA_SAVES] += 1
+            m.ctr[C.BYTES_SAVED] += m.za_bytes[c]
+        if streaming:
+            save_sve, want_vl, live_vl, target = True, m.task_svq[c], s[m.svl[k]], c
     if save_sve:
-        if s[m.vl[k]] != want_vl:
-            m.violate("no-bug", f"fpsimd_save_user_state(): live VL {128 * s[m.vl[k]]} != "
+        if live_vl != want_vl:
+            m.violate("no-bug", f"fpsimd_save_user_state(): live VL {128 * live_vl} != "
                       f"expected VL {128 * want_vl}: WARN, SIGKILL to {m.name(cur)} and its "
                       "state is not saved", k, (cur, c))
             return
@@ -159,7 +178,7 @@ def fpsimd_save_user_state(m, s: list[int], k: int) -> None:
         ctr = m.ctr
         ctr[C.SAVES] += 1
         ctr[C.SVE_SAVES] += 1
-        ctr[C.BYTES_SAVED] += m.sve_bytes[target]
+        ctr[C.BYTES_SAVED] += m.ssve_bytes[target] if streaming else m.sve_bytes[target]
     else:
         s[m.mem_lo[c]] = s[m.lo[k]]
         s[m.fp_type[c]] = FP_STATE_FPSIMD
@@ -212,15 +231,30 @@ def load_state(m, s: list[int], k: int, c: int, sve: bool, vl: int) -> None:
 
 def task_fpsimd_load(m, s: list[int], k: int, t: int) -> None:
     if m.hc.fp_type_tracking:
+        streaming = m.has_sme and s[m.svcr_sm[t]]
         if s[m.fp_type[t]] == FP_STATE_SVE:
-            if not s[m.tif_sve[t]]:
+            if not s[m.tif_sve[t]] and not streaming:
                 m.violate("no-bug", f"task_fpsimd_load(): {m.name(t)} has an SVE image but "
                           "TIF_SVE is clear (WARN_ON_ONCE)", k, (t,))
                 s[m.tif_sve[t]] = 1
-            load_state(m, s, k, t, True, m.ctx_vq[t])
+            if m.has_sme:
+                sme_load(m, s, k, t)
+            if streaming:
+                # Streaming Z/P at the streaming VL; ZCR (non-streaming VL) set if TIF_SVE.
+                if s[m.tif_sve[t]]:
+                    s[m.vl[k]] = m.ctx_vq[t]
+                s[m.lo[k]] = s[m.mem_zlo[t]]
+                s[m.hi[k]] = s[m.mem_hi[t]]
+                m.ctr[C.RESTORES] += 1
+                m.ctr[C.SVE_RESTORES] += 1
+                m.ctr[C.BYTES_RESTORED] += m.ssve_bytes[t]
+            else:
+                load_state(m, s, k, t, True, m.ctx_vq[t])
         else:
             # Stop tracking SVE for this task until its next SVE use.
             s[m.tif_sve[t]] = 0
+            if m.has_sme:
+                sme_load(m, s, k, t)
             load_state(m, s, k, t, False, 0)
     else:
         load_state(m, s, k, t, bool(s[m.tif_sve[t]]), m.ctx_vq[t])
@@ -252,6 +286,12 @@ def fpsimd_bind_task_to_cpu(m, s: list[int], k: int, t: int) -> None:
     if s[m.zen[k]] != zen:
         s[m.zen[k]] = zen
         m.ctr[C.TRAP_WRITES] += 1
+    if m.has_sme:
+        # EL0 SME access follows TIF_SME (sme_user_enable/disable).
+        smen = 1 if s[m.tif_sme[t]] else 0
+        if s[m.smen[k]] != smen:
+            s[m.smen[k]] = smen
+            m.ctr[C.TRAP_WRITES] += 1
 
 
 def fpsimd_bind_state_to_cpu(m, s: list[int], k: int, c: int, to_save: int, vl: int) -> None:
@@ -288,11 +328,14 @@ def fpsimd_thread_switch(m, s: list[int], k: int, prev: int, nxt: int) -> None:
     else:
         fpsimd_save_user_state(m, s, k)
     if m.hc.kernel_neon_preemptible and s[m.kfp[nxt]]:
-        fpsimd_flush_cpu_state(m, s, k)
+        if m.hc.kernel_state_flush_first:
+            fpsimd_flush_cpu_state(m, s, k)
         s[m.lo[k]] = s[m.mem_lo[m.kn_ctx[nxt]]]
         s[m.hi[k]] = ZERO
         m.ctr[C.RESTORES] += 1
         m.ctr[C.BYTES_RESTORED] += 520
+        if not m.hc.kernel_state_flush_first:
+            fpsimd_flush_cpu_state(m, s, k)   # SMSTOP after the load (before 01098d893fa8)
         s[m.foreign[nxt]] = 1
     elif nxt:
         # Whose state must be bound here for next to skip its reload: next's own,
@@ -368,11 +411,43 @@ def do_sve_acc(m, s: list[int], k: int, t: int) -> None:
 
 
 def sme_smstop(m, s: list[int], k: int) -> None:
-    """Leave streaming mode: architecturally zeroes Z/P/FFR (and ZA with SMSTOP ZA)."""
+    """SMSTOP: leaving streaming mode architecturally zeroes Z/P/FFR and resets
+    FPSR; turning ZA off makes its contents unrecoverable (zero at the next SMSTART)."""
     if s[m.sm[k]]:
         s[m.sm[k]] = 0
         s[m.lo[k]] = ZERO
         s[m.hi[k]] = ZERO
+    s[m.za_on[k]] = 0
+    s[m.za[k]] = ZERO
+
+
+def sme_load(m, s: list[int], k: int, t: int) -> None:
+    """task_fpsimd_load()'s SME part: streaming VL, SVCR from thread.svcr, then ZA."""
+    if s[m.tif_sme[t]]:
+        s[m.svl[k]] = m.task_svq[t]           # sme_set_vq()
+    s[m.sm[k]] = s[m.svcr_sm[t]]              # write_sysreg_s(thread.svcr, SYS_SVCR)
+    s[m.za_on[k]] = s[m.svcr_za[t]]
+    if s[m.za_on[k]]:
+        s[m.za[k]] = s[m.mem_za[t]]           # sme_load_state()
+        m.ctr[C.RESTORES] += 1
+        m.ctr[C.ZA_RESTORES] += 1
+        m.ctr[C.BYTES_RESTORED] += m.za_bytes[t]
+    else:
+        s[m.za[k]] = ZERO
+
+
+def do_sme_acc(m, s: list[int], k: int, t: int) -> None:
+    """EL0 SME access trap: TIF_SME on; program the streaming VL and rebind if live."""
+    m.ctr[C.HOST_SME_TRAPS] += 1
+    if s[m.tif_sme[t]]:
+        m.violate("no-bug", f"do_sme_acc(): SME access by {m.name(t)} trapped although "
+                  "TIF_SME is set (WARN_ON)", k, (t,))
+    s[m.tif_sme[t]] = 1
+    if not s[m.foreign[t]]:
+        s[m.svl[k]] = m.task_svq[t]
+        fpsimd_bind_task_to_cpu(m, s, k, t)   # enables EL0 SME
+    else:
+        fpsimd_flush_task_state(m, s, t)
 
 
 # --------------------------------------------------------------------------
@@ -382,6 +457,15 @@ def sme_smstop(m, s: list[int], k: int) -> None:
 def syscall_enter(m, s: list[int], k: int, t: int) -> None:
     """el0_svc: the syscall ABI lets the kernel discard SVE state beyond V0-V31."""
     m.ctr[C.SYSCALLS] += 1
+    if m.has_sme and s[m.sm[k]]:
+        # fp_user_discard(): sme_smstop_sm(). A syscall leaves streaming mode (the
+        # SME ABI); Z/P are zeroed, ZA stays. The task's Z/P values are now zero.
+        s[m.sm[k]] = 0
+        s[m.lo[k]] = ZERO
+        s[m.hi[k]] = ZERO
+        s[m.want_lo[t]] = ZERO
+        s[m.want_hi[t]] = ZERO
+        s[m.want_sm[t]] = 0
     if s[m.tif_sve[t]]:
         mode = m.hc.syscall_sve
         # The ABI lets the kernel zero the upper bits from here on (moot if zero).

@@ -160,6 +160,12 @@ class Model:
             self.vctx_of_thread[th] = self.vctx[v]
         self.task_sve = [False] + [t.sve for t in tasks]
         self.task_kneon = [False] + [t.kneon for t in tasks]
+        # SME (feature "sme"): which tasks use streaming mode/ZA and their streaming VL.
+        self.task_sme = [False] + [t.sme and self.has_sme for t in tasks]
+        self.task_svq = [1] + [t.svl // 128 for t in tasks]
+        # ZA is (SVL/8)^2 bytes, plus the 64-byte ZT0 of SME2.
+        self.za_bytes = [0] + [(t.svl // 8) ** 2 + 64 for t in tasks]
+        self.ssve_bytes = [0] + [_sve_bytes(t.svl) for t in tasks]
         self.vcpu_sve = [v.sve for v in config.vcpus]
         # Per-context vector length and image sizes.
         ctx_vl = [128] * self.nctx
@@ -535,7 +541,7 @@ class Model:
 
     def user_sve(self, s: list[int], k: int) -> None:
         t = s[self.cur[k]]
-        if not s[self.zen[k]]:
+        if not s[self.zen[k]] and not s[self.sm[k]]:  # streaming SVE: SME's, no ZEN trap
             H.do_sve_acc(self, s, k, t)
             # The trap returns through ret_to_user, which reloads the state if it
             # was in memory, before the instruction is retried.
@@ -604,7 +610,8 @@ class Model:
         if chk == CHK_USER:
             if self.hc.arm32_lazy_vfp and not s[self.vfp_en[k]]:
                 return 0, False, False  # a VFP access would trap and load first
-            return t, True, bool(s[self.zen[k]])
+            # Streaming-mode Z/P registers are SME's (SMEN), not gated by ZEN.
+            return t, True, bool(s[self.zen[k]] or s[self.sm[k]])
         if chk == CHK_GUEST:
             if s[self.gtrap[k]]:
                 return 0, False, False
@@ -795,7 +802,7 @@ class Model:
                 out.append((UFP, k, 0))
                 # SVE tasks use SVE; any task may execute an SVE instruction that
                 # does not trap (glibc's memmove does, where EL0 SVE is enabled).
-                if "sve" in features and (self.task_sve[t] or s[self.zen[k]]):
+                if ("sve" in features and (self.task_sve[t] or s[self.zen[k]])) or s[self.sm[k]]:
                     out.append((USVE, k, 0))
                 if self.vcpu_of[t] >= 0:
                     out.append((KVMRUN, k, 0))

@@ -99,7 +99,7 @@ register(Mutant(
 NOT_EXPRESSED: dict[int, str] = {}
 
 
-def _load_more() -> None:
+def load_all() -> None:
     """Mutant modules kept apart by area register themselves on import."""
     import importlib
 
@@ -112,22 +112,22 @@ def _load_more() -> None:
 
 
 def names() -> list[str]:
-    _load_more()
+    load_all()
     return list(_MUTANTS)
 
 
 def get(name: str) -> Mutant:
-    _load_more()
+    load_all()
     return _MUTANTS[name]
 
 
 def all_mutants() -> list[Mutant]:
-    _load_more()
+    load_all()
     return list(_MUTANTS.values())
 
 
 def catalogue() -> list[Mutant]:
-    _load_more()
+    load_all()
     return sorted((m for m in _MUTANTS.values() if m.catalogue is not None),
                   key=lambda m: (m.catalogue, m.name))
 

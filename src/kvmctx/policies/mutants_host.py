@@ -41,6 +41,13 @@ register_bounds(Bounds(
                 "(FPSIMD and SVE writes), execve, CPU PM and hotplug; at most 2 switch-outs, "
                 "2 signal events, one of each other event"))
 
+register_bounds(Bounds(
+    "host-sme-kneon", cpus=1, fpsimd_tasks=1, sve_tasks=0, kneon_tasks=1, sme_tasks=1,
+    vcpus=1, features=_BASE | {"sme", "kernel-neon"},
+    budgets=(("switch", 3),),
+    description="1 CPU, 1 FPSIMD task doing preemptible kernel-mode NEON in its syscalls, "
+                "1 task using SME streaming mode and ZA, a VMM with 1 vCPU"))
+
 register(Mutant(
     name="pm-keeps-binding", base="upstream-6.14", source="7c68a9cc0402", catalogue=1,
     invariant="integrity",
@@ -67,11 +74,16 @@ register(Mutant(
                 "an FPSIMD-only task resumes with the handler's values, not the frame's",
     transform=_host(sigreturn_copies_fpsimd=False), bounds="host-signals"))
 
+register(Mutant(
+    name="smstop-after-kernel-load", base="upstream-6.14", source="01098d893fa8",
+    catalogue=15, invariant="integrity",
+    description="switching to a task preempted inside kernel-mode NEON loads its kernel "
+                "FPSIMD state and only then flushes the CPU: the flush's SMSTOP, with the "
+                "previous task's streaming mode still on, zeroes what was just loaded",
+    transform=_host(kernel_state_flush_first=False), bounds="host-sme-kneon"))
+
 _SIG_SVE = ("needs SVE/streaming signal frames (SVE and ZA records, SVE_SIG_FLAG_SM); the "
             "model's frame holds the FPSIMD record only")
-_SME = ("needs SME: PSTATE.SM/ZA, SVCR and their side effects (SMSTOP zeroing Z/P/FFR, "
-        "FPMR reset), ZA/ZT0 storage and SMCR; the model has an SVCR.SM bit but no "
-        "streaming-mode events")
 NOT_EXPRESSED.update({
     6: "the copy of a whole kernel struct (with its cpu field) from a partly initialised "
        "stack temporary is memory corruption below the model's level: fields are "
@@ -79,17 +91,19 @@ NOT_EXPRESSED.update({
     7: _SIG_SVE + "; also needs the save-format/TIF_SVE split at syscall entry on the "
        "signal path",
     8: _SIG_SVE + " and SME streaming mode",
-    9: _SME + "; and signal-handler setup as a preemptible kernel path",
+    9: _SIG_SVE + "; and signal-handler setup (setup_return's SMSTOP) as a preemptible "
+       "kernel path",
     10: "the discard happens in the window between the reload on the way back to EL0 and "
         "the eret, with syscallno still set; the model's syscall return reloads and leaves "
         "the syscall in one step (ptrace SVE writes are modelled: kvmctx check --bounds "
         "host-life)",
-    11: _SME + "; and forged sigreturn frames",
-    12: _SME + "; and ZA storage allocation",
+    11: _SIG_SVE + "; and forged sigreturn frames",
+    12: _SIG_SVE + "; and ZA storage allocation (the model's tasks always have storage)",
     13: "needs the !SME ptrace SVE write path that leaves TIF_SVE clear with an SVE image "
         "(the model's NT_ARM_SVE write sets both, as fixed)",
-    14: _SME + " (FPMR restore order against SVCR)",
-    15: _SME,
+    14: "needs FPMR (FEAT_FPMR) and its reset on a PSTATE.SM change: the register is "
+        "outside the banks the model tags",
     16: "needs FPMR (FEAT_FPMR), a register outside the FPSIMD/SVE banks the model tags",
-    21: _SME + "; and trap-control writes pending an ISB",
+    21: "needs trap-control writes pending an ISB (a CPACR.SMEN write takes effect only "
+        "after a context synchronisation event); the model's trap writes take effect at once",
 })

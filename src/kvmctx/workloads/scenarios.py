@@ -123,20 +123,45 @@ _add(Scenario(
 
 _add(Scenario(
     name="fp-stress",
-    summary="the kselftest fp-stress mix: per-CPU FPSIMD + kernel NEON, SVE per VL; no guest",
+    summary="the kselftest fp-stress mix: per-CPU FPSIMD + kernel NEON, SVE per VL, SME "
+            "(streaming SVE + ZA); no guest",
     source="peer-tests.md: tools/testing/selftests/arm64/fp fp-stress",
     description=(
-        "What fp-stress runs, per CPU: an FPSIMD tester, a kernel-mode NEON user, and one "
-        "SVE tester per vector length (here VL128 and VL256), all at once, with frequent "
-        "context switches (sched_yield) and syscalls. No guest: this checks and prices the "
-        "host machinery every design stands on."),
+        "What fp-stress runs, per CPU: an FPSIMD tester, a kernel-mode NEON user, one "
+        "SVE tester per vector length (here VL128 and VL256) and, on SME systems, a "
+        "streaming-SVE and ZA tester per streaming VL (here SVL256), all at once, with "
+        "frequent context switches (sched_yield) and syscalls. No guest: this checks and "
+        "prices the host machinery every design stands on. Designs without SME run the "
+        "SME tester as a plain FPSIMD task (the output says so)."),
     workload=Workload(
         cpus=2,
         tasks=(HostTask("fpsimd-test0", cpu=0, fp=0.8), HostTask("fpsimd-test1", cpu=1, fp=0.8),
                HostTask("kneon-test", kneon=True, cpu=0, syscall=0.5),
                HostTask("sve-test-128", sve=True, vl=128, cpu=1, sve_use=0.8),
-               HostTask("sve-test-256", sve=True, vl=256, cpu=0, sve_use=0.8)),
+               HostTask("sve-test-256", sve=True, vl=256, cpu=0, sve_use=0.8),
+               HostTask("za-test-256", sme=True, svl=256, cpu=1, sme_use=0.8)),
         vcpus=(), guest_fp=0.0, preempt=0.15, softirq_neon=0.05, kneon_task=0.8,
+    ),
+))
+
+_add(Scenario(
+    name="sme-host",
+    summary="a host task in SME streaming mode with ZA (SVL512) beside a VMM with 2 vCPUs",
+    source="protocol.md section 1 (ZA is (SVL/8)^2 bytes: 4 KiB at SVL512, ZT0 64 B); "
+           "choice: one matrix worker per host",
+    description=(
+        "A host running an SME matrix kernel (streaming SVE and ZA at SVL 512: 4,096 B of "
+        "ZA plus 64 B of ZT0 and 2,176 B of streaming Z/P/FFR) on CPU0 next to a VMM with "
+        "two vCPUs whose guests use FP in a third of their runs. Every vcpu_load that "
+        "finds the matrix worker's state live must save it (v6.14 saves and flushes "
+        "unconditionally, which also leaves streaming mode); a syscall takes the worker "
+        "out of streaming mode but keeps ZA. This prices SME's state size against the "
+        "KVM designs that can run on an SME host."),
+    workload=Workload(
+        cpus=2,
+        tasks=(HostTask("sme-matrix", sme=True, svl=512, cpu=0, fp=0.7, sme_use=0.7),),
+        vcpus=_two_vcpus(),
+        guest_fp=0.33,
     ),
 ))
 

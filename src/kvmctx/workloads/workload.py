@@ -39,6 +39,9 @@ class HostTask:
     sve_use: float = 0.5   # of those, the chance it is an SVE write (SVE tasks)
     syscall: float = 0.2   # at EL0: chance a decision is a syscall
     cpu: int = 0
+    sme: bool = False      # uses SME streaming mode and ZA (feature "sme")
+    svl: int = 256         # its streaming vector length
+    sme_use: float = 0.3   # of its FP writes, the chance it is an SME operation
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ class Workload:
                      vhe: bool | None = None) -> ModelConfig:
         tasks: list[TaskSpec] = []
         for t in self.tasks:
-            tasks.append(TaskSpec(t.name, sve=t.sve, vl=t.vl, kneon=t.kneon, cpu=t.cpu % self.cpus))
+            tasks.append(TaskSpec(t.name, sve=t.sve, vl=t.vl, kneon=t.kneon, cpu=t.cpu % self.cpus,
+                                  sme=t.sme, svl=t.svl))
         for i, v in enumerate(self.vcpus):
             tasks.append(TaskSpec(f"{v.name}-thread", vcpu=i, cpu=v.cpu % self.cpus))
         vcpus = tuple(VcpuSpec(v.name, sve=v.sve, vl=v.vl, aarch32=v.aarch32) for v in self.vcpus)
@@ -102,6 +106,8 @@ class Workload:
             f.add("migration")
         if any(t.sve for t in self.tasks):
             f.add("sve")
+        if any(t.sme for t in self.tasks):
+            f.add("sme")
         if any(v.sve for v in self.vcpus):
             f.add("guest-sve")
         if self.sysregs:
@@ -125,10 +131,15 @@ class Workload:
             if key == "vl":
                 w = replace(w, tasks=tuple(replace(t, vl=val) if t.sve else t for t in w.tasks),
                             vcpus=tuple(replace(v, vl=val) if v.sve else v for v in w.vcpus))
+            elif key == "svl":
+                w = replace(w, tasks=tuple(replace(t, svl=val) if t.sme else t
+                                           for t in w.tasks))
             elif key == "vcpus":
                 base = w.vcpus[0] if w.vcpus else Vcpu("vcpu0")
                 w = replace(w, vcpus=tuple(replace(base, name=f"vcpu{i}", cpu=i)
                                            for i in range(int(val))))
+            elif key == "guest_aarch32":
+                w = replace(w, vcpus=tuple(replace(v, aarch32=bool(val)) for v in w.vcpus))
             elif key == "guest_sve_vcpus":
                 w = replace(w, vcpus=tuple(replace(v, sve=bool(val)) for v in w.vcpus))
             elif key == "exit_user":
@@ -157,7 +168,8 @@ KNOBS: dict[str, type] = {
     "burst": float, "phase_len": int, "softirq_neon": float, "preempt": float,
     "migrate": float, "wake": float, "vmm_fp": float, "kneon_task": float,
     "wfx_block": float, "vl": int, "vcpus": int, "exit_user": float,
-    "sysregs": str, "sysreg_write": float, "vhe": bool, "host_life": float,
+    "sysregs": str, "sysreg_write": float, "vhe": bool, "host_life": float, "svl": int,
+    "guest_aarch32": bool,
 }
 
 
@@ -186,6 +198,8 @@ def validate_knob(name: str, value: Any) -> Any:
         raise ValueError(f"knob vcpus: {v} is not in 1..16")
     if name == "vl" and (v % 128 or not 128 <= v <= 2048):
         raise ValueError(f"knob vl: {v} is not a multiple of 128 in 128..2048")
+    if name == "svl" and v not in (128, 256, 512, 1024, 2048):
+        raise ValueError(f"knob svl: {v} is not a power of two in 128..2048")
     if name == "phase_len" and v < 1:
         raise ValueError("knob phase_len: must be at least 1")
     if name == "sysregs" and v not in ("eager", "deferred", "deferred-stale"):

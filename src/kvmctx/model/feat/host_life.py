@@ -50,6 +50,10 @@ PTRACE_SVE = 34
 def _garbage(m, s, k: int) -> None:
     s[m.lo[k]] = GARBAGE
     s[m.hi[k]] = GARBAGE
+    if m.has_sme:
+        s[m.za[k]] = GARBAGE     # SVCR comes back with SM = ZA = 0
+        s[m.sm[k]] = 0
+        s[m.za_on[k]] = 0
 
 
 def _unbind(m, s, k: int) -> None:
@@ -141,6 +145,12 @@ def _exec(m, s, a) -> None:
     s[m.want_lo[t]] = ZERO
     s[m.want_hi[t]] = ZERO
     s[m.permit[t]] = 0
+    if m.has_sme:
+        # ... and TIF_SME, thread.svcr and ZA (the new program starts with SME off).
+        s[m.tif_sme[t]] = 0
+        s[m.svcr_sm[t]] = s[m.svcr_za[t]] = 0
+        s[m.mem_za[t]] = s[m.want_za[t]] = ZERO
+        s[m.want_sm[t]] = s[m.want_zaon[t]] = 0
 
 
 register(Feature(
@@ -156,7 +166,8 @@ register(Feature(
 
 
 def _sig_enabled(m, s, k, t, pc, kind, out) -> None:
-    if _host_task_at_el0(m, s, t, pc, kind) and not m.task_sve[t]:
+    # FPSIMD-only frames: SVE and SME tasks take no signals in the model.
+    if _host_task_at_el0(m, s, t, pc, kind) and not m.task_sve[t] and not m.task_sme[t]:
         out.append((SIGRETURN if s[m.sig_on[t]] else SIGNAL, k, 0))
 
 
@@ -212,8 +223,8 @@ register(Feature(
 
 
 def _stopped(m, s, u: int, running: set[int]) -> bool:
-    if u in running or m.vcpu_of[u] >= 0:
-        return False
+    if u in running or m.vcpu_of[u] >= 0 or m.task_sme[u]:
+        return False  # (SME state is not written through ptrace in the model)
     pc = s[m.pc[u]]
     return m.p_kind[pc] == K_USER or pc == m.L_SYS
 
