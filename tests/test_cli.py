@@ -78,3 +78,18 @@ def test_compare_json_is_a_list_of_run_objects(tmp_path):
     rows = json.loads(r.stdout)
     assert [x["policy"] for x in rows] == ["upstream-6.14", "arm64-4.17"]
     assert csv.read_text().count("\n") == 3
+
+
+def test_predictors_table_json_and_bad_input():
+    r = cli("predictors", "--scenario", "mmio-heavy", "--events", "4000", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    kinds = [x["predictor"] for x in rows]
+    assert kinds[:4] == ["last-trap", "counter", "ewma", "perfect"]
+    perfect = rows[3]
+    assert perfect["fp"] == 0 and perfect["fn"] == 0 and perfect["accuracy"] == 1.0
+    for x in rows[:4]:
+        assert x["tp"] + x["fp"] + x["tn"] + x["fn"] == x["predictions"]
+        assert x["gap_to_oracle"] >= 0 and x["violations"] == 0
+    bad = cli("predictors", "--events", "0")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -264,6 +264,47 @@ def compare(
         raise typer.Exit(1)
 
 
+PREDICTOR_COLUMNS = ("predictor", "tp", "fp", "tn", "fn", "accuracy", "precision", "recall",
+                     "cycles_saved", "cycles_lost", "net_vs_lazy", "gap_to_perfect",
+                     "gap_to_oracle")
+
+
+@app.command()
+def predictors(
+    scenario: str = typer.Option("default", "--scenario", "-s", help="Scenario name."),
+    seed: int = typer.Option(0, help="Random seed."),
+    events: int = typer.Option(50_000, help="Simulated events per predictor."),
+    guest_fp: float | None = typer.Option(None, help="Chance a guest run segment uses FP."),
+    guest_fp_pattern: str | None = typer.Option(None, help="bernoulli, bursty or phased."),
+    cost_profile: str | None = typer.Option(None, help="Built-in profile name or TOML path."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON list of rows."),
+) -> None:
+    """Eager-restore predictors on one workload: confusion matrix against what the
+    guest did, accuracy, precision/recall, cycles saved and lost, gap to the
+    perfect predictor and to the oracle (seed 002's question)."""
+    if events < 1:
+        fail(f"--events must be >= 1, got {events}")
+    if seed < 0:
+        fail(f"--seed must be >= 0, got {seed}")
+    knobs = _knobs(guest_fp=guest_fp, guest_fp_pattern=guest_fp_pattern)
+    try:
+        rows = api.predictor_table(scenario, seed=seed, events=events, knobs=knobs,
+                                   cost_profile=cost_profile)
+    except api.UsageError as e:
+        fail(str(e))
+    if json_out:
+        print_json(rows)
+        return
+    t = Table(title=f"eager-restore predictors on {scenario}, seed {seed}, {events:,} events")
+    for c in PREDICTOR_COLUMNS:
+        t.add_column(c.replace("_", " "), justify="left" if c == "predictor" else "right")
+    for r in rows:
+        t.add_row(*("" if r.get(c) is None else
+                    f"{r[c]:,}" if isinstance(r.get(c), int) else str(r[c])
+                    for c in PREDICTOR_COLUMNS))
+    out.print(t)
+
+
 @app.command("policies")
 def list_policies(json_out: bool = typer.Option(False, "--json")) -> None:
     """List the built-in policies, their sources, and how each differs from its neighbour."""
