@@ -68,3 +68,13 @@ def test_deferred_stale_sysregs_is_caught_and_deferred_is_safe():
         assert (res.violation is not None) == broken, (mode, res.violation)
         if broken:
             assert "stale read" in res.violation["message"]
+
+
+def test_deferred_stale_is_caught_at_standard_bounds():
+    """The issue's list puts the deferred-stale variant among the violations at
+    --bounds standard: the standard configuration with seed 001's sysregs on."""
+    b = CK.Bounds(**{**CK.BOUNDS["standard"].__dict__, "sysregs": "deferred-stale",
+                     "features": CK.BOUNDS["standard"].features | {"sysregs"}})
+    res, _ = check("upstream-6.14", b)
+    assert res.violation is not None and res.violation["invariant"] == "integrity"
+    assert "stale read" in res.violation["message"]

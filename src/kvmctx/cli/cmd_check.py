@@ -13,7 +13,7 @@ from kvmctx import policies as P
 from kvmctx.cli.common import err, fail, out, print_json
 from kvmctx.engines import checker as CK
 from kvmctx.engines import story as ST
-from kvmctx.model.config import FEATURES
+from kvmctx.model.config import FEATURES, SYSREG_MODES
 from kvmctx.model.machine import Model
 from kvmctx.policies import mutants as MU
 from kvmctx.policies.base import Policy
@@ -49,7 +49,8 @@ def _parse_budgets(text: str | None) -> tuple[tuple[str, int], ...] | None:
 
 def resolve_bounds(name: str, cpus: int | None, tasks: int | None, sve_tasks: int | None,
                    vcpus: int | None, features: str | None, depth: int | None,
-                   budget: str | None, vcpu_sve: bool | None = None) -> CK.Bounds:
+                   budget: str | None, vcpu_sve: bool | None = None,
+                   sysregs: str | None = None) -> CK.Bounds:
     if name not in CK.BOUNDS:
         fail(f"unknown bounds {name!r}; valid: {', '.join(CK.BOUNDS)}")
     b = CK.BOUNDS[name]
@@ -84,6 +85,11 @@ def resolve_bounds(name: str, cpus: int | None, tasks: int | None, sve_tasks: in
         kw["budgets"] = bud
     if vcpu_sve is not None:
         kw["vcpu_sve"] = vcpu_sve
+    if sysregs is not None:
+        if sysregs not in SYSREG_MODES:
+            fail(f"--sysregs {sysregs!r}; valid: {', '.join(SYSREG_MODES)}")
+        kw["sysregs"] = sysregs
+        kw["features"] = frozenset(kw.get("features", b.features)) | {"sysregs"}
     if kw:
         b = CK.Bounds(**{**b.__dict__, **kw, "name": name if not kw else f"{name}+custom"})
     return b
@@ -193,6 +199,9 @@ def register(app: typer.Typer) -> None:
         features: str | None = typer.Option(None, help="Override: comma list of features."),
         depth: int | None = typer.Option(None, help="Stop after this many steps."),
         budget: str | None = typer.Option(None, help="Override budgets, e.g. switch=3,softirq=2"),
+        sysregs: str | None = typer.Option(None, help="Add deferred sysregs (seed 001) to the "
+                                                      "bounds: eager, deferred or "
+                                                      "deferred-stale."),
         max_states: int | None = typer.Option(None, help="Stop (incomplete) at this many states."),
         max_memory_mb: float | None = typer.Option(
             None, help="Stop (incomplete) when the process RSS passes this (default: 70% of "
@@ -212,7 +221,8 @@ def register(app: typer.Typer) -> None:
         pol, ref, mname = resolve_policy(policy, mutant, policy_file)
         if mutant is not None and bounds == "standard" and MU.get(mutant).bounds:
             bounds = MU.get(mutant).bounds
-        b = resolve_bounds(bounds, cpus, tasks, sve_tasks, vcpus, features, depth, budget)
+        b = resolve_bounds(bounds, cpus, tasks, sve_tasks, vcpus, features, depth, budget,
+                           sysregs=sysregs)
         res, model = run_check(pol, b, max_states, mname, f"checking {pol.name}", json_out,
                                max_memory_mb)
         recs: list[ST.StepRecord] = []

@@ -111,6 +111,10 @@ class Canon:
             b = bytes(s)
         except ValueError:
             b = bytes(self._small_versions(s))
+        return self.key_bytes(b)
+
+    def key_bytes(self, b: bytes) -> bytes:
+        """The canonical bytes of a state already packed as bytes."""
         n = self.nctx
         wants = b"".join(b[w:w + n] for _a, _z, w in self.banks)
         if self.has_extra:
