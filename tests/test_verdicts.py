@@ -78,3 +78,26 @@ def test_deferred_stale_is_caught_at_standard_bounds():
     res, _ = check("upstream-6.14", b)
     assert res.violation is not None and res.violation["invariant"] == "integrity"
     assert "stale read" in res.violation["message"]
+
+
+def test_a_vmm_using_sve_breaks_brown_sve_2022_only():
+    """Seed 003's fpsimd_kvm_prepare() converts a stale SVE image over the FPSIMD
+    state a softirq just saved (the bug fbc7e61195e2 fixed in 2025); the designs
+    before and after it keep the VMM's state."""
+    b = CK.BOUNDS["kvm-vmm-sve"]
+    bad, _ = check("brown-sve-2022", b)
+    assert bad.violation is not None and bad.violation["invariant"] == "recoverability"
+    assert bad.depth <= 6
+    for safe in ("upstream-6.14", "upstream-4.18", "arm64-4.17"):
+        res, _ = check(safe, b)
+        assert res.complete and res.violation is None, (safe, res.violation)
+
+
+def test_random_simulation_with_an_sve_vmm_agrees():
+    from kvmctx import api
+
+    hit = api.run("brown-sve-2022", "default", seed=0, events=100_000, knobs={"vmm_sve": 0.5})
+    assert hit.metrics()["violations"] > 0
+    for safe in ("upstream-6.14", "arm64-4.17"):
+        r = api.run(safe, "default", seed=0, events=100_000, knobs={"vmm_sve": 0.5})
+        assert r.metrics()["violations"] == 0, safe

@@ -74,7 +74,7 @@ def adapt_workload(policy: Policy, w: Workload, explicit: dict[str, Any]
     missing = w.features() - policy.supports
     if not missing:
         return w, notes
-    asked = {"sve": "vl", "guest-sve": "guest_sve", "softirq-neon": "softirq_neon",
+    asked = {"sve": "vmm_sve" if explicit.get("vmm_sve") else "vl", "guest-sve": "guest_sve", "softirq-neon": "softirq_neon",
              "sysregs": "sysregs", "sme": "svl"}
     for feat in sorted(missing):
         knob = asked.get(feat)
@@ -85,7 +85,7 @@ def adapt_workload(policy: Policy, w: Workload, explicit: dict[str, Any]
         w = replace(w, vcpus=tuple(replace(v, sve=False) for v in w.vcpus), guest_sve=0.0)
         notes.append(f"{policy.name} cannot give a vCPU SVE: SVE vCPUs run FPSIMD-only here")
     if "sve" in missing:
-        w = replace(w, tasks=tuple(replace(t, sve=False) for t in w.tasks))
+        w = replace(w, tasks=tuple(replace(t, sve=False) for t in w.tasks), vmm_sve=0.0)
         notes.append(f"{policy.name} has no host SVE: SVE host tasks run FPSIMD-only here")
     if "sme" in missing:
         w = replace(w, tasks=tuple(replace(t, sme=False) for t in w.tasks))

@@ -147,6 +147,8 @@ def run(
     cpus: int | None = typer.Option(None, help="Number of CPUs."),
     vl: int | None = typer.Option(None, help="SVE vector length (bits) of SVE tasks/vCPUs."),
     svl: int | None = typer.Option(None, help="Streaming vector length (bits) of SME tasks."),
+    vmm_sve: float | None = typer.Option(None, help="Chance a VMM FP use at EL0 is SVE "
+                                                    "(makes the VMM threads SVE tasks)."),
     vcpus: int | None = typer.Option(None, help="Number of vCPUs."),
     guest_aarch32: bool = typer.Option(False, "--guest-aarch32",
                                        help="AArch32 guests (FPEXC32_EL2 in their FP state)."),
@@ -171,7 +173,7 @@ def run(
     knobs = _knobs(guest_fp=guest_fp, cpus=cpus, vl=vl, vcpus=vcpus, softirq_neon=softirq_neon,
                    preempt=preempt, migrate=migrate, exit_user=exit_user,
                    guest_fp_pattern=guest_fp_pattern, sysregs=sysregs,
-                   vhe=False if nvhe else None, host_life=host_life, svl=svl,
+                   vhe=False if nvhe else None, host_life=host_life, svl=svl, vmm_sve=vmm_sve,
                    guest_aarch32=True if guest_aarch32 else None)
     if events is not None and events < 0:
         fail(f"--events must be >= 0, got {events}")

@@ -93,7 +93,8 @@ class Bounds:
 BUDGET_CLASSES = ("switch", "softirq", "migration", "kneon", "signal", "ptrace", "exec",
                   "hotplug", "pm", "guest-vl", "sysreg", "vfp")
 
-STANDARD_FEATURES = frozenset({"sve", "softirq-neon", "preempt", "migration", "exit-user"})
+STANDARD_FEATURES = frozenset({"sve", "softirq-neon", "preempt", "migration", "exit-user",
+                               "signals"})
 
 BOUNDS: dict[str, Bounds] = {
     "kvm-vmm-sve": Bounds(
@@ -127,11 +128,12 @@ BOUNDS: dict[str, Bounds] = {
     "standard": Bounds(
         "standard", cpus=2, fpsimd_tasks=1, sve_tasks=1, vcpus=1,
         features=STANDARD_FEATURES,
-        budgets=(("migration", 1), ("softirq", 2), ("switch", 3)),
+        budgets=(("migration", 1), ("signal", 2), ("softirq", 2), ("switch", 3)),
         description="2 CPUs, 2 host tasks (one FPSIMD, one SVE at VL256), a VMM with 1 vCPU, "
-                    "softirq kernel-mode NEON, preemption, migration, exits to the VMM; "
-                    "along any run at most 3 switch-outs, 2 softirq NEON uses, 1 migration "
-                    "(all other events unbounded; host lifecycle events are in the host-* "
+                    "softirq kernel-mode NEON, preemption, migration, signals (delivery and "
+                    "sigreturn, FPSIMD frames), exits to the VMM; along any run at most 3 "
+                    "switch-outs, 2 softirq NEON uses, 1 migration, 2 signal events (all other "
+                    "events unbounded; the other host lifecycle events are in the host-* "
                     "bounds)"),
 }
 

@@ -43,8 +43,8 @@ from typing import Any
 EXPLANATIONS: dict[str, dict[str, str]] = {"upstream-6.14": {}}
 
 # Smaller bounds with features the main bounds leave out, tried on survivors.
-ALSO_BOUNDS = ("kvm-vmm-sve", "kvm-sve-nvhe", "sysregs", "host-pm", "host-hotplug",
-               "host-exec", "host-signals")
+ALSO_BOUNDS = ("kvm-vmm-sve", "kvm-sve-nvhe", "sysregs", "kvm-sme", "host-sme-kneon",
+               "host-pm", "host-hotplug", "host-exec", "host-signals")
 
 HOOKS = ("vcpu_load", "ctxflush", "guest_entry", "hyp_exit", "ctxsync", "vcpu_put")
 HOST_MODULE = "kvmctx.model.host"
@@ -198,7 +198,7 @@ def executed_lines(policy_name: str, bounds_name: str, max_states: int = 60_000,
     try:
         b = CK.adapt_bounds(CK.BOUNDS[bounds_name], pol.supports)[0]
         CK.Checker(Model(b.config(), pol), b, max_states=max_states).run()
-        for sc in ("default", "kvm-stress", "hpc-sve", "crypto-host"):
+        for sc in ("default", "kvm-stress", "hpc-sve", "crypto-host", "fp-stress", "sme-host"):
             api.run(pol, sc, seed=3, events=sim_events // 4)
     finally:
         sys.settrace(None)

@@ -280,7 +280,8 @@ class Simulator:
         if kind == K_USER:
             if vcpu_of[t] >= 0:
                 if r < w.vmm_fp:
-                    self._apply((UFP, k, 0))
+                    sve = w.vmm_sve and rnd() < w.vmm_sve
+                    self._apply((USVE if sve else UFP, k, 0))
                 else:
                     self._apply((KVMRUN, k, 0))
                     self._settle(k)

@@ -736,8 +736,10 @@ class Model:
             lo, hi = self.image(s, a)
             if lo == want_lo and (not hi_matters or hi == want_hi or (hi == ZERO and permit)):
                 return False
-        if not hi_matters and any(s[i] == want_lo for i, is_hi in self.stash_slots
-                                  if not is_hi):
+        # A stash holds the FPSIMD view: enough when the upper bits do not matter or the
+        # syscall ABI lets them come back as zero (a V-register load zeroes them).
+        if (not hi_matters or permit) and any(s[i] == want_lo for i, is_hi in self.stash_slots
+                                              if not is_hi):
             return False
         holders = [k for k in range(self.ncpu)
                    if s[self.bound[k]] in areas and s[self.lo[k]] == want_lo

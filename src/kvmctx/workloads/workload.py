@@ -72,6 +72,8 @@ class Workload:
     migrate: float = 0.005        # per event: chance a runnable thread moves CPU
     wake: float = 0.5             # idle CPU: chance it picks a runnable thread
     vmm_fp: float = 0.3           # VMM thread at EL0: chance it uses FP before KVM_RUN
+    vmm_sve: float = 0.0          # of those uses, the chance it is SVE (QEMU's memmove on
+                                  # an SVE host); > 0 makes the VMM threads SVE tasks (VL256)
     kneon_task: float = 0.3       # in a syscall of a kneon task: chance of kernel-mode NEON
     wfx_block: float = 0.9        # after a WFx exit: chance the vCPU thread blocks
     sysregs: str = ""             # "" (not modelled), eager, deferred, deferred-stale
@@ -89,7 +91,8 @@ class Workload:
             tasks.append(TaskSpec(t.name, sve=t.sve, vl=t.vl, kneon=t.kneon, cpu=t.cpu % self.cpus,
                                   sme=t.sme, svl=t.svl))
         for i, v in enumerate(self.vcpus):
-            tasks.append(TaskSpec(f"{v.name}-thread", vcpu=i, cpu=v.cpu % self.cpus))
+            tasks.append(TaskSpec(f"{v.name}-thread", vcpu=i, cpu=v.cpu % self.cpus,
+                                  sve=self.vmm_sve > 0, vl=256 if self.vmm_sve > 0 else 128))
         vcpus = tuple(VcpuSpec(v.name, sve=v.sve, vl=v.vl, aarch32=v.aarch32) for v in self.vcpus)
         feats = features if features is not None else self.features()
         return ModelConfig(cpus=self.cpus, tasks=tuple(tasks), vcpus=vcpus,
@@ -104,7 +107,7 @@ class Workload:
             f.add("kernel-neon")
         if self.migrate > 0 and self.cpus > 1:
             f.add("migration")
-        if any(t.sve for t in self.tasks):
+        if any(t.sve for t in self.tasks) or self.vmm_sve > 0:
             f.add("sve")
         if any(t.sme for t in self.tasks):
             f.add("sme")
@@ -166,7 +169,7 @@ KNOB_FIELDS = {f.name for f in fields(Workload)} - {"tasks", "vcpus", "notes"}
 KNOBS: dict[str, type] = {
     "cpus": int, "guest_fp": float, "guest_sve": float, "guest_fp_pattern": str,
     "burst": float, "phase_len": int, "softirq_neon": float, "preempt": float,
-    "migrate": float, "wake": float, "vmm_fp": float, "kneon_task": float,
+    "migrate": float, "wake": float, "vmm_fp": float, "vmm_sve": float, "kneon_task": float,
     "wfx_block": float, "vl": int, "vcpus": int, "exit_user": float,
     "sysregs": str, "sysreg_write": float, "vhe": bool, "host_life": float, "svl": int,
     "guest_aarch32": bool,
