@@ -74,8 +74,8 @@ def adapt_workload(policy: Policy, w: Workload, explicit: dict[str, Any]
     missing = w.features() - policy.supports
     if not missing:
         return w, notes
-    asked = {"sve": "vmm_sve" if explicit.get("vmm_sve") else "vl", "guest-sve": "guest_sve", "softirq-neon": "softirq_neon",
-             "sysregs": "sysregs", "sme": "svl"}
+    asked = {"sve": "vmm_sve" if explicit.get("vmm_sve") else "vl", "guest-sve": "guest_sve",
+             "softirq-neon": "softirq_neon", "sysregs": "sysregs", "sme": "svl"}
     for feat in sorted(missing):
         knob = asked.get(feat)
         if knob and explicit.get(knob):
