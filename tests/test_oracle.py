@@ -43,7 +43,7 @@ def test_a_hand_trace():
 
 
 @pytest.mark.parametrize("scenario", ["default", "idle-guest", "mmio-heavy", "hpc-sve",
-                                      "crypto-host", "kvm-stress"])
+                                      "crypto-host", "kvm-stress", "sme-host", "fp-stress"])
 def test_no_policy_beats_the_oracle(scenario):
     for name in P.names():
         r = api.run(name, scenario, seed=4, events=6000)
@@ -70,3 +70,17 @@ def test_predictor_table_shape_and_perfect_predictor():
         assert r["tp"] + r["fp"] + r["tn"] + r["fn"] == r["predictions"] > 0
         assert r["violations"] == 0
         assert r["gap_to_perfect"] >= 0
+
+
+def test_oracle_moves_za_and_streaming_state_only_while_they_are_live():
+    """SMSTART makes the state streaming Z/P (at the streaming VL) plus ZA; a syscall
+    leaves streaming mode but keeps ZA; SMSTOP drops both."""
+    from kvmctx.engines.oracle import DISCARD, EVICT
+
+    fp, sve, ssve, za = [520] * 2, [520, 1000], [520, 2000], [0, 4160]
+    ev = [(USE, 0, 1, 1 | 2 | 4), (EVICT, 0, 0, 0), (USE, 0, 1, 0),   # save + restore
+          (DISCARD, 0, 1, 0), (USE, 0, 1, 1), (EVICT, 0, 0, 0), (USE, 0, 1, 0),
+          (USE, 0, 1, 1 | 8), (EVICT, 0, 0, 0), (USE, 0, 1, 0)]
+    ctr = oracle_counters(FpTrace(ev), fp, sve, 1, ssve, za)
+    assert ctr[C.BYTES_SAVED] == (2000 + 4160) + (520 + 4160) + 520
+    assert ctr[C.ZA_SAVES] == 2 and ctr[C.ZA_RESTORES] == 2

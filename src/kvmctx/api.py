@@ -260,11 +260,14 @@ def _oracle_replace(res: SimResult, trace: Any, sizes: Model) -> None:
     with the oracle's schedule for the same sequence of FP uses."""
     from kvmctx.engines.oracle import oracle_counters
 
-    octr = oracle_counters(trace, sizes.fpsimd_bytes, sizes.sve_bytes, sizes.ncpu)
+    sme = sizes.has_sme
+    octr = oracle_counters(trace, sizes.fpsimd_bytes, sizes.sve_bytes, sizes.ncpu,
+                           sizes.ssve_bytes if sme else None, sizes.za_bytes if sme else None)
     ctr = list(res.counters)
     for i in (C.GUEST_FP_TRAPS, C.HOST_SVE_TRAPS, C.SAVES, C.RESTORES, C.BYTES_SAVED,
               C.BYTES_RESTORED, C.SVE_SAVES, C.SVE_RESTORES, C.TRAP_WRITES, C.ISBS,
-              C.SYSREG_SAVES, C.SYSREG_RESTORES, C.EAGER_RESTORES):
+              C.SYSREG_SAVES, C.SYSREG_RESTORES, C.EAGER_RESTORES, C.HOST_SME_TRAPS,
+              C.ZA_SAVES, C.ZA_RESTORES):
         ctr[i] = octr[i]
     res.counters = ctr
     res.violations = 0

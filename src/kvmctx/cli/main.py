@@ -83,7 +83,8 @@ def _metrics_table(results: list[api.RunResult], title: str) -> Table:
     for r in results:
         mt = r.metrics()
         row = [r.policy] + [f"{mt[c]:,}" for c in METRIC_COLUMNS]
-        row.append(f"{r.as_json()['derived']['saves_restores_per_1k_exits']:,.0f}")
+        row.append(f"{r.as_json()['derived']['saves_restores_per_1k_exits']:,.0f}"
+                   if mt["guest_exits"] else "-")   # no guest: per-exit rates say nothing
         t.add_row(*row)
     return t
 

@@ -15,7 +15,10 @@ lost - not safe). The oracle knows every future use, so it
   migration of the context's next use to another CPU, a CPU power loss);
 * saves only the FPSIMD view of an SVE state whose upper bits the syscall
   ABI lets it discard, and only the FPSIMD view of a state whose upper bits
-  are zero.
+  are zero;
+* with SME, moves the streaming Z/P registers at the streaming VL while a
+  task is in streaming mode (a syscall leaves it, zeroing them) and ZA/ZT0
+  while ZA is on.
 
 With one register file per CPU there is no choice of victim, and saving
 earlier or restoring earlier can only add work, so this greedy schedule is
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvmctx.model import counters as C
+from kvmctx.model.feat.sme import USER_SME, USER_SMSTOP
 from kvmctx.model.machine import GFP, GSVE, KNEON, KVMRUN, READ, SIRQ, SYSCALL, UFP, USVE
 
 USE, EVICT, DISCARD = 0, 1, 2
@@ -43,7 +47,8 @@ class FpTrace:
     """The design-independent sequence of FP uses of one simulation."""
 
     events: list[tuple[int, int, int, int]] = field(default_factory=list)
-    # (kind, cpu, context, flags): USE flags bit0 = write, bit1 = SVE write
+    # (kind, cpu, context, flags): USE flags bit0 = write, bit1 = SVE write,
+    # bit2 = SMSTART (streaming mode and ZA on), bit3 = SMSTOP (both off)
 
     def observer(self, sim: Any, action: tuple[int, int, int], _vio: list) -> None:
         m = sim.m
@@ -56,6 +61,10 @@ class FpTrace:
             t = s[m.cur[k]]
             c = m.vctx[m.vcpu_of[t]]
             self.events.append((USE, k, c, 1 | ((kind == GSVE) << 1)))
+        elif kind == USER_SME:
+            self.events.append((USE, k, s[m.cur[k]], 1 | 2 | 4))
+        elif kind == USER_SMSTOP:
+            self.events.append((USE, k, s[m.cur[k]], 1 | 8))
         elif kind in (SIRQ, KNEON):
             self.events.append((EVICT, k, 0, 0))
         elif kind in (SYSCALL, KVMRUN):
@@ -63,9 +72,13 @@ class FpTrace:
 
 
 def oracle_counters(trace: FpTrace, fpsimd_bytes: list[int], sve_bytes: list[int],
-                    ncpu: int) -> list[int]:
-    """Run the greedy schedule over a trace; return counters (kvmctx.model.counters)."""
+                    ncpu: int, ssve_bytes: list[int] | None = None,
+                    za_bytes: list[int] | None = None) -> list[int]:
+    """Run the greedy schedule over a trace; return counters (kvmctx.model.counters).
+    ``ssve_bytes``/``za_bytes``: per task, its streaming Z/P/FFR and ZA+ZT0 sizes."""
     ctr = C.new()
+    streaming: set[int] = set()      # in streaming mode: Z/P at the streaming VL
+    za_live: set[int] = set()        # ZA on: ZA/ZT0 are part of the state
     occupant = [0] * ncpu            # context whose latest state CPU k's registers hold
     holders: dict[int, set[int]] = {}  # context -> CPUs whose registers hold its latest
     dirty: set[int] = set()          # latest only in registers, not in memory
@@ -73,13 +86,18 @@ def oracle_counters(trace: FpTrace, fpsimd_bytes: list[int], sve_bytes: list[int
     discardable: set[int] = set()    # ... but the syscall ABI lets them go
 
     def nbytes(c: int, saving: bool) -> int:
+        za = za_bytes[c] if c in za_live and za_bytes else 0
+        if c in streaming and ssve_bytes:
+            return ssve_bytes[c] + za
         if c in hi_live and not (saving and c in discardable):
-            return sve_bytes[c]
-        return fpsimd_bytes[c]
+            return sve_bytes[c] + za
+        return fpsimd_bytes[c] + za
 
     def save(c: int) -> None:
         ctr[C.SAVES] += 1
         b = nbytes(c, True)
+        if c in za_live:
+            ctr[C.ZA_SAVES] += 1
         if b != fpsimd_bytes[c]:
             ctr[C.SVE_SAVES] += 1
         elif c in hi_live:
@@ -105,6 +123,8 @@ def oracle_counters(trace: FpTrace, fpsimd_bytes: list[int], sve_bytes: list[int
                 evict(k)
                 ctr[C.RESTORES] += 1
                 b = nbytes(c, False)
+                if c in za_live:
+                    ctr[C.ZA_RESTORES] += 1
                 if b != fpsimd_bytes[c]:
                     ctr[C.SVE_RESTORES] += 1
                 ctr[C.BYTES_RESTORED] += b
@@ -117,14 +137,25 @@ def oracle_counters(trace: FpTrace, fpsimd_bytes: list[int], sve_bytes: list[int
                 holders[c] = {k}
                 dirty.add(c)
                 discardable.discard(c)
+                if flags & 4:
+                    streaming.add(c)
+                    za_live.add(c)
+                elif flags & 8:
+                    streaming.discard(c)
+                    za_live.discard(c)
                 if flags & 2:
                     hi_live.add(c)
                 else:
                     hi_live.discard(c)
         elif kind == EVICT:
             evict(k)
-        elif kind == DISCARD and c in hi_live:
-            discardable.add(c)
+        elif kind == DISCARD:
+            if c in streaming:
+                # A syscall leaves streaming mode: Z/P are zeroed, ZA stays.
+                streaming.discard(c)
+                hi_live.discard(c)
+            elif c in hi_live:
+                discardable.add(c)
     return ctr
 
 
