@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,27 @@ def test_serial_parser_splits_runs() -> None:
     assert "VHE" in kvm and runs["no-fp"].rc == 0
     assert runs["no-fp"].vmm == ["vcpu 0 exits 41 mmio 40 ok"]
     assert runs["no-fp"].trace.startswith("# tracer: nop")
+
+
+@pytest.mark.parametrize("mode,line", [
+    ("vhe", "kvm [1]: VHE mode initialized"),                 # 6.1 and 6.12
+    ("nvhe", "kvm [1]: Hyp mode initialized"),                # 6.1
+    ("nvhe", "kvm [1]: Hyp nVHE mode initialized"),           # 6.12
+    ("protected", "kvm [1]: Protected nVHE mode initialized"),  # 6.1
+    ("protected", "kvm [1]: Protected hVHE mode initialized"),  # 6.12 on -cpu max
+])
+def test_kvm_init_line_names_exactly_its_mode(mode: str, line: str) -> None:
+    for m, pat in R.MODE_INIT.items():
+        assert bool(re.search(pat, "/dev/kvm " + line)) == (m == mode), (m, line)
+
+
+def test_a_kernel_panic_is_kept_in_the_failing_run() -> None:
+    serial = ("@@KVM /dev/kvm kvm [1]: Protected hVHE mode initialized\n@@BEGIN two-vcpu-migrate\n"
+              "[   16.1] SError Interrupt on CPU0, code 0x00000000bc000000 -- SError\n"
+              "[   16.2] Kernel panic - not syncing: Asynchronous SError Interrupt\n")
+    _kvm, runs = R.parse_serial(serial)
+    run = runs["two-vcpu-migrate"]
+    assert run.rc == -1 and any("Kernel panic" in v for v in run.vmm)
 
 
 def _can_set_up() -> bool:

@@ -54,6 +54,10 @@ MARK_END = 0x4B57
 EC_FP, EC_SVE, EC_HVC = 0x07, 0x19, 0x16
 KERNELS = {"6.1": "linux-image-arm64", "6.12": "linux-image-6.12-arm64"}
 MODES = {"vhe": "", "nvhe": "kvm-arm.mode=nvhe", "protected": "kvm-arm.mode=protected"}
+# What the kernel prints once KVM is up in each mode ("kvm [1]: ... initialized
+# successfully"): checked, so a mode the kernel fell back from is not reported as run.
+MODE_INIT = {"vhe": r": VHE mode", "nvhe": r": Hyp (?:[nh]VHE )?mode",
+             "protected": r": Protected [nh]VHE mode"}
 POLICY_FOR_MODE = {"vhe": "upstream-6.14", "nvhe": "upstream-6.14", "protected": "pkvm"}
 # pKVM's hyp-side handling of a normal VM's FP state (host state saved in hyp,
 # the guest's synced back at every return to the host: fpsimd_sve_sync) is from
@@ -275,8 +279,10 @@ def init_script(scenarios: list[Scenario]) -> str:
         "echo 16384 > $T/buffer_size_kb",
         "for e in kvm/kvm_entry kvm/kvm_exit kvm/kvm_userspace_exit sched/sched_switch "
         "sched/sched_migrate_task irq/softirq_entry; do echo 1 > $T/events/$e/enable; done",
-        "echo \"@@KVM $(ls /dev/kvm 2>&1) $(dmesg | grep -o 'kvm \\[1\\]: [A-Za-z]* mode "
-        "initialized' | head -1)\"",
+        # The whole init line: 6.1 says "Hyp mode" (nVHE) or "Protected nVHE mode",
+        # 6.12 "Hyp nVHE mode"; one word before "mode" missed the last two.
+        "echo \"@@KVM $(ls /dev/kvm 2>&1) $(dmesg | grep -o 'kvm \\[[0-9]*\\]: "
+        "[A-Za-z() ]*mode[A-Za-z() ]* initialized' | head -1)\"",
     ]
     for sc in scenarios:
         vmm = f"/vmm /guest.bin {sc.guest} {sc.iters} {sc.vcpus} {int(sc.sve)}"
@@ -325,9 +331,11 @@ def boot(kernel: Kernel, initrd: Path, mode: str, work: Path, timeout: int = 180
          ) -> tuple[str, Path]:
     log = work / "qemu-int.log"
     append = "console=ttyAMA0 panic=-1 quiet " + MODES[mode]
+    # -no-reboot: a kernel panic (panic=-1) ends QEMU; without it the machine booted
+    # again and ran every scenario a second time into the same console and log.
     cmd = ["qemu-system-aarch64", "-M", "virt,virtualization=on,gic-version=3", "-cpu", "max",
-           "-m", "1024", "-smp", "2", "-nographic", "-nic", "none", "-kernel",
-           str(kernel.image), "-initrd", str(initrd), "-append", append.strip(),
+           "-m", "1024", "-smp", "2", "-nographic", "-nic", "none", "-no-reboot",
+           "-kernel", str(kernel.image), "-initrd", str(initrd), "-append", append.strip(),
            "-d", "int", "-D", str(log)]
     try:
         p = subprocess.run(cmd, capture_output=True, timeout=timeout)
@@ -375,7 +383,8 @@ def parse_serial(serial: str) -> tuple[str, dict[str, RealRun]]:
             cur = None
         elif in_trace:
             tlines.append(line)
-        elif line.startswith("vcpu ") or "corrupted" in line or "exception" in line:
+        elif line.startswith("vcpu ") or "corrupted" in line or "exception" in line \
+                or "Kernel panic" in line:
             cur.vmm.append(line.strip())
     return kvm, runs
 
@@ -606,6 +615,10 @@ def validate(kernel: str = "6.1", modes: list[str] | None = None,
         if "/dev/kvm" not in kvm or "No such file" in kvm:
             raise ValidationError(f"{k.version} ({mode}): /dev/kvm did not appear in the "
                                   f"emulated machine ({kvm or 'no output'})")
+        if not re.search(MODE_INIT[mode], kvm):
+            raise ValidationError(f"{k.version} ({mode}): KVM did not come up in {mode} mode "
+                                  f"(console: {kvm or 'no KVM init line'}); check the kernel's "
+                                  f"kvm-arm.mode support")
         counts = count_traps(exceptions(log), scs)
         policy = policy_for(k.version, mode)
         for sc in scs:

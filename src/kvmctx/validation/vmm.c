@@ -28,6 +28,11 @@ static int vm_fd;
 static void *guest_mem;
 static long scenario, iters;
 static int use_sve;
+/* Every vCPU is created before any vCPU runs. pKVM (protected mode, 6.12) makes
+ * its hyp vCPUs at the VM's first KVM_RUN; a vCPU created later has none, its
+ * KVM_RUN returns -EINVAL from hyp, which the host reads as an exit with an
+ * SError and panics ("Asynchronous SError Interrupt", ESR 0xbc000000). */
+static pthread_barrier_t created;
 
 #define ARM64_CORE_REG(x) (KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | \
                            (offsetof(struct kvm_regs, x) / sizeof(uint32_t)))
@@ -59,6 +64,7 @@ static void *run_vcpu(void *arg) {
     int sz = ioctl(open("/dev/kvm", O_RDWR), KVM_GET_VCPU_MMAP_SIZE, 0);
     struct kvm_run *run = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (run == MAP_FAILED) die("mmap kvm_run");
+    pthread_barrier_wait(&created);
     long expect = 0;
     for (;;) {
         if (ioctl(fd, KVM_RUN, 0) < 0) {
@@ -120,6 +126,7 @@ int main(int argc, char **argv) {
     struct vcpu v[4] = {{0}};
     pthread_t th[4];
     if (nvcpu < 1 || nvcpu > 4) nvcpu = 1;
+    pthread_barrier_init(&created, NULL, nvcpu);
     for (int i = 0; i < nvcpu; i++) {
         v[i].id = i;
         pthread_create(&th[i], NULL, run_vcpu, &v[i]);
