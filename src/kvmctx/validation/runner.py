@@ -143,8 +143,13 @@ def ensure_host_tools(say: Any) -> None:
         raise ValidationError(f"missing {', '.join(missing)}; install the Debian packages "
                               f"{' '.join(HOST_DEBS)} (as root: apt-get install -y ...)")
     say(f"installing {' '.join(HOST_DEBS)} (apt-get)")
-    _run(["apt-get", "install", "-y", "--no-install-recommends", *HOST_DEBS],
-         "apt-get install", timeout=1800)
+    try:
+        _run(["apt-get", "install", "-y", "--no-install-recommends", *HOST_DEBS],
+             "apt-get install", timeout=1800)
+    except ValidationError:
+        _run(["apt-get", "update"], "apt-get update", timeout=1800)   # stale lists
+        _run(["apt-get", "install", "-y", "--no-install-recommends", *HOST_DEBS],
+             "apt-get install", timeout=1800)
     still = [t for t in HOST_TOOLS if shutil.which(t) is None]
     if still:
         raise ValidationError(f"still missing after apt-get: {', '.join(still)}")
