@@ -689,6 +689,9 @@ class Model:
         exempt = self.exempt(s)
         fpt, zlo, mlo, mhi = self.fp_type[0], self.mem_zlo[0], self.mem_lo[0], self.mem_hi[0]
         wlo, whi, tif, per = self.want_lo[0], self.want_hi[0], self.tif_sve[0], self.permit[0]
+        bound0, lo0, hi0 = self.bound[0], self.lo[0], self.hi[0]
+        cpus = range(self.ncpu)
+        fast_live = self.policy.aliases is None
         for c, is_thread, hi_static in self.rec_ctx:
             if c in exempt:
                 continue
@@ -699,10 +702,20 @@ class Model:
             else:
                 lo = s[mlo + c]
                 hi = ZERO
-            if lo == want_lo:
-                want_hi = s[whi + c]
-                hi_m = (s[tif + c] or want_hi != ZERO) if is_thread else hi_static
-                if not hi_m or hi == want_hi or (hi == ZERO and s[per + c]):
+            want_hi = s[whi + c]
+            hi_m = (s[tif + c] or want_hi != ZERO) if is_thread else hi_static
+            if lo == want_lo and (not hi_m or hi == want_hi or (hi == ZERO and s[per + c])):
+                continue
+            if fast_live:
+                # The common case: live, and bound on exactly one CPU (no aliases, so
+                # this is what the full test would conclude too).
+                n = 0
+                for k in cpus:
+                    if s[bound0 + k] == c and s[lo0 + k] == want_lo and (
+                            not hi_m or s[hi0 + k] == want_hi
+                            or (s[hi0 + k] == ZERO and s[per + c])):
+                        n += 1
+                if n == 1:
                     continue
             if self._recover_slow(s, c, is_thread, hi_static):
                 return
