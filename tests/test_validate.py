@@ -128,3 +128,15 @@ def test_validate_real_quick_matches_the_real_kernel() -> None:
     assert [x["scenario"] for x in rows] == list(R.QUICK)
     for x in rows:
         assert x["status"] == "ok" and x["real"] == x["predicted"], x
+
+
+def test_an_irq_exit_at_the_first_fp_instruction_counts_as_a_trapped_use() -> None:
+    """The trap was taken and the FP state loaded; the interrupt that became pending
+    meanwhile was taken before the instruction retired (docs/validation.md)."""
+    sc = R.SCENARIOS["fp-every-exit"]
+    lo, _hi = R._block(sc, SYMS)
+    head = SYMS["loop"]
+    assert R._segment_uses_fp(sc, head, lo, False, SYMS, irq=True)
+    assert not R._segment_uses_fp(sc, head, lo, False, SYMS, irq=False)
+    assert not R._segment_uses_fp(sc, lo, lo, False, SYMS, irq=True), \
+        "entered at the instruction and left there: fp_plan takes it as not run"
