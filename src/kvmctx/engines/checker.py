@@ -76,6 +76,12 @@ class Bounds:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Bounds:
+        """Bounds from a counterexample file (sizes checked: the file may be edited)."""
+        for key, hi in (("cpus", 8), ("fpsimd_tasks", 8), ("sve_tasks", 8),
+                        ("kneon_tasks", 8), ("sme_tasks", 8), ("vcpus", 8)):
+            v = d.get(key, 0)
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= hi:
+                raise ValueError(f"bounds.{key} = {v!r} is not an integer in 0..{hi}")
         return Bounds(name=str(d.get("name", "custom")), cpus=int(d["cpus"]),
                       fpsimd_tasks=int(d["fpsimd_tasks"]), sve_tasks=int(d["sve_tasks"]),
                       kneon_tasks=int(d.get("kneon_tasks", 0)),

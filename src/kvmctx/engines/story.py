@@ -248,4 +248,9 @@ def load_cex(path: str | Path) -> dict[str, Any]:
             raise CexError(f"{p}: step {i}: action {a} is out of range")
     if not isinstance(data["bounds"], dict):
         raise CexError(f"{p}: 'bounds' must be an object")
+    ref = data["policy"]
+    if not (isinstance(ref, dict) and any(isinstance(ref.get(k), str)
+                                          for k in ("name", "mutant", "policy_file"))):
+        raise CexError(f"{p}: 'policy' must be an object naming a policy, mutant or "
+                       "policy_file")
     return data
