@@ -90,8 +90,9 @@ def _counting_only(stmt: ast.stmt) -> bool:
     elif isinstance(stmt, ast.Assign):
         targets = list(stmt.targets)
     for tg in targets:
-        if isinstance(tg, ast.Subscript) and isinstance(tg.value, ast.Attribute) \
-                and tg.value.attr == "ctr":
+        if isinstance(tg, ast.Subscript) and (
+                (isinstance(tg.value, ast.Attribute) and tg.value.attr == "ctr")
+                or (isinstance(tg.value, ast.Name) and tg.value.id == "ctr")):  # ctr = m.ctr
             return True
     return False
 
