@@ -85,6 +85,7 @@ from kvmctx.model.values import (
 from kvmctx.policies.base import Policy, StateField
 
 STEP, SCHED, MIGRATE, SIRQ, UFP, USVE, SYSCALL, KVMRUN, KNEON, GFP, GSVE, GEXIT, READ = range(13)
+FOREIGN_UNDECIDED = 2  # poison for the switch-in check in Model.sched
 ACTION_NAMES = ("step", "sched", "migrate", "softirq-neon", "user-fp", "user-sve", "syscall",
                 "kvm-run", "kernel-neon", "guest-fp", "guest-sve", "guest-exit", "read")
 
@@ -503,7 +504,22 @@ class Model:
                 s[self.resume[prev]] = s[self.pc[prev]]
                 s[self.pc[prev]] = self.L_SCHED_IN
                 self.irqs_off = False
+        # The checker's dead-field reduction sets TIF_FOREIGN_FPSTATE of every thread
+        # that is not running to 1, which is sound only because the switch-in decides it
+        # afresh (fpsimd_thread_switch's update_tsk_thread_flag). Check that premise:
+        # poison the flag, and it must come back decided. (A thread inside a kernel-mode
+        # NEON section keeps the flag kernel_neon_begin set, as in Linux.)
+        decide = (nxt and self.check_invariants and not self.hc.arm32_lazy_vfp
+                  and not (self.hc.kernel_neon_preemptible and s[self.kfp[nxt]]))
+        if decide:
+            s[self.foreign[nxt]] = FOREIGN_UNDECIDED
         H.fpsimd_thread_switch(self, s, k, prev, nxt)
+        if decide and s[self.foreign[nxt]] == FOREIGN_UNDECIDED:
+            self.violate("no-bug", f"fpsimd_thread_switch() left TIF_FOREIGN_FPSTATE of "
+                         f"{self.tname(nxt)} undecided: it keeps a stale value from when it "
+                         "last ran (the checker's dead-field reduction relies on this "
+                         "update)", k, (nxt,))
+            s[self.foreign[nxt]] = 1
         for hook in self.switch_hooks:
             hook(self, s, k, prev, nxt)
         s[self.cur[k]] = nxt
