@@ -272,3 +272,17 @@ def test_cli_bad_trace_is_exit_2_one_line(tmp_path: Path) -> None:
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert "Traceback" not in r.stderr
         assert len([ln for ln in r.stderr.splitlines() if ln.startswith("kvmctx: error")]) == 1
+
+
+def test_a_field_naming_a_cpu_outside_the_trace_is_repaired_not_a_crash(tmp_path: Path) -> None:
+    """Found by the fuzz test: sched_migrate_task's orig_cpu may name a CPU that no
+    line of the trace ran on."""
+    lines = (DATA / "qemu-2vcpu.txt").read_text().splitlines()
+    i = next(n for n, ln in enumerate(lines) if "sched_migrate_task" in ln)
+    lines.insert(i + 1, lines[i].replace("pid=2046", "pid=31337").replace("orig_cpu=0",
+                                                                          "orig_cpu=7"))
+    p = tmp_path / "far-cpu.txt"
+    p.write_text("\n".join(lines) + "\n")
+    r = api.run_trace(str(p), "upstream-6.14")
+    assert r.metrics()["violations"] == 0
+    assert r.extra["trace"]["repairs"].get("event names a CPU outside the trace") == 1

@@ -149,7 +149,14 @@ class TraceSimulator(Simulator):
         if pid == 0:
             return 0
         t = self.thread_of_pid.get(pid)
-        return t if t is not None else self.host_of_cpu[cpu]
+        if t is not None:
+            return t
+        if not 0 <= cpu < len(self.host_of_cpu):
+            # A field naming a CPU no line of the trace ran on (sched_migrate_task's
+            # orig_cpu, say): not a thread the model has.
+            self.repairs["event names a CPU outside the trace"] += 1
+            return 0
+        return self.host_of_cpu[cpu]
 
     # ------------------------------------------------------------- driving
 
