@@ -655,7 +655,10 @@ class Model:
             if got != want and not (got == ZERO and s[self.permit[c]]):
                 self._bad_read(s, k, c, "SVE Z upper bits/P/FFR", got, want)
 
-    def _bad_read(self, s: list[int], k: int, c: int, bank: str, got: int, want: int) -> None:
+    def _bad_read(self, s: list[int], k: int, c: int, bank: str, got: int, want: int,
+                  want_field: list[int] | None = None) -> None:
+        """Report a wrong read of ``bank``; ``want_field`` is the bank's latest-value
+        field (default: the FPSIMD or SVE-upper one, by the bank's name)."""
         owner = got & OWNER_MASK
         who = self.name(c)
         if owner not in (c, 0, GARBAGE):
@@ -668,10 +671,9 @@ class Model:
                          f"{who} on CPU{k} reads {bank} = {self.tagname(got)}, not its latest "
                          f"value {self.tagname(want)}", k, (c,))
         # Adopt what was read so one fault is reported once, not at every step.
-        if bank.startswith("FPSIMD"):
-            s[self.want_lo[c]] = got
-        else:
-            s[self.want_hi[c]] = got
+        if want_field is None:
+            want_field = self.want_lo if bank.startswith("FPSIMD") else self.want_hi
+        s[want_field[c]] = got
 
     def exempt(self, s: list[int]) -> set[int]:
         """Contexts whose state is legitimately in flight in this state."""

@@ -41,7 +41,7 @@ from kvmctx.model import host as H
 from kvmctx.model.features import ActionSpec, Feature, register
 from kvmctx.model.flow import CHK_GUEST, CHK_KNEON, CHK_USER, K_USER
 from kvmctx.model.layout import CPU, CTX, TAG_ZA, THREAD
-from kvmctx.model.values import GARBAGE, OWNER_MASK, ZERO
+from kvmctx.model.values import ZERO
 
 USER_SME = 35
 USER_SMSTOP = 36
@@ -89,18 +89,6 @@ def _user_smstop(m, s, a) -> None:
     s[m.want_zaon[t]] = 0
 
 
-def _bad_za(m, s, k: int, c: int, got: int, want: int) -> None:
-    owner = got & OWNER_MASK
-    if owner not in (c, 0, GARBAGE):
-        m.violate("confidentiality", f"{m.name(c)} on CPU{k} can read ZA = {m.tagname(got)}, "
-                  f"a value of {m.name(owner)} (its own latest is {m.tagname(want)})",
-                  k, (c, owner))
-    else:
-        m.violate("integrity", f"{m.name(c)} on CPU{k} reads ZA = {m.tagname(got)}, not its "
-                  f"latest value {m.tagname(want)}", k, (c,))
-    s[m.want_za[c]] = got   # report one fault once
-
-
 def _check_cpu(m, s, k) -> None:
     t = s[m.cur[k]]
     if not t:
@@ -114,7 +102,7 @@ def _check_cpu(m, s, k) -> None:
                       f"ZA={s[m.want_zaon[t]]}", k, (t,))
             s[m.want_sm[t]], s[m.want_zaon[t]] = sm, za_on
         elif za_on and s[m.za[k]] != s[m.want_za[t]]:
-            _bad_za(m, s, k, t, s[m.za[k]], s[m.want_za[t]])
+            m._bad_read(s, k, t, "ZA", s[m.za[k]], s[m.want_za[t]], m.want_za)
     elif chk == CHK_GUEST:
         if sm or za_on:
             v = m.vcpu_of[t]
