@@ -97,7 +97,7 @@ def test_canonical_key_is_a_class_invariant_under_every_relabelling():
             m.vio.clear()
         k = cn.key(s)
         r = bytes(cn._small_versions(s))
-        for ig, slices, tagtab in cn.relabels:
+        for ig, slices, tagtab, _src in cn.relabels:
             x = bytearray(ig(r))
             for a, z, tab in slices:
                 x[a:z] = x[a:z].translate(tab)

@@ -136,7 +136,7 @@ class Canon:
         base = best = bytes(r)
         rq_idle = self.rq_idle
         lo0, te = self.lo0, self.tags_end
-        for ig, slices, tagtab in self.relabels:
+        for ig, slices, tagtab, _src in self.relabels:
             x = bytearray(ig(base))
             for a, z, tab in slices:
                 x[a:z] = x[a:z].translate(tab)
@@ -171,6 +171,18 @@ class Canon:
         for i in range(self.ver0, self.ver1):
             r[i] = min(r[i], top)
         return r
+
+    def tables(self) -> dict[str, Any]:
+        """Everything ``key_bytes`` uses, as plain data (the native engine's copy)."""
+        return {
+            "size": self.size, "banks": self.banks, "extra": self.extra, "nctx": self.nctx,
+            "nthreads_x": self.nthreads_x, "tags_end": self.tags_end, "ver0": self.ver0,
+            "ver1": self.ver1, "ver_const": self.ver_const, "foreign0": self.foreign0,
+            "cur_idx": self.cur_idx, "nthreads": self.nthreads, "rq_idle": self.rq_idle,
+            "lo0": self.lo0, "owner_bits": OWNER_BITS, "owner_mask": OWNER_MASK,
+            "relabels": [(list(src), [(a, z, bytes(t)) for a, z, t in slices], tagtab)
+                         for _ig, slices, tagtab, src in self.relabels],
+        }
 
     def canon(self, s: list[int]) -> tuple[int, ...]:
         """The canonical state as a tuple (for tests and tools)."""
@@ -230,4 +242,4 @@ class Canon:
             tag_tab = bytes((x & ~OWNER_MASK) | cmap[x & OWNER_MASK] for x in range(256))
         else:
             tag_tab = None
-        return itemgetter(*src), slices, tag_tab
+        return itemgetter(*src), slices, tag_tab, src

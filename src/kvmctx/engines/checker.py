@@ -441,8 +441,13 @@ class Checker:
             chain.append(keys[i])
             i = parents[i]
         chain.reverse()
+        return self._path_from_chain(chain, invariant)
+
+    def _path_from_chain(self, chain: list[bytes], invariant: str
+                         ) -> list[tuple[int, int, int]]:
+        """The real-label path along canonical keys ``chain`` (initial state first),
+        then the step that breaks ``invariant``."""
         m = self.m
-        n = self.canon.size
         s = m.new_state()
         budgets = self.budget_init
         actions: list[tuple[int, int, int]] = []
@@ -462,7 +467,6 @@ class Checker:
             if hit:
                 actions.append(a)
                 return actions
-        del n
         raise RuntimeError("could not rebuild the violating step")  # pragma: no cover
 
     def _real_successors(self, s: list[int], budgets: bytes):
