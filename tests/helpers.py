@@ -49,3 +49,11 @@ def run_to_rest(m: Model, s: list[int], k: int) -> None:
 
 def no_violations(m: Model) -> None:
     assert not m.vio, [v.message for v in m.vio]
+
+
+def examples(n: int) -> int:
+    """A property test's example count: ``n``, or the loaded hypothesis profile's
+    when that asks for more (``HYPOTHESIS_PROFILE=fuzz``, see tests/conftest.py)."""
+    from hypothesis import settings
+
+    return max(n, settings.default.max_examples)

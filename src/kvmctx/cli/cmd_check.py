@@ -41,8 +41,8 @@ def _parse_budgets(text: str | None) -> tuple[tuple[str, int], ...] | None:
             n = int(val)
         except ValueError:
             fail(f"--budget: {name}={val!r} is not an integer")
-        if not 0 <= n <= 200:
-            fail(f"--budget: {name}={n} is not in 0..200")
+        if not 0 <= n <= CK.BUDGET_MAX:
+            fail(f"--budget: {name}={n} is not in 0..{CK.BUDGET_MAX}")
         out.append((name, n))
     return tuple(sorted(out))
 
@@ -61,24 +61,24 @@ def resolve_bounds(name: str, cpus: int | None, tasks: int | None, sve_tasks: in
         if bad:
             fail(f"--features: unknown feature {bad[0]!r}; valid: {', '.join(FEATURES)}")
         kw["features"] = frozenset(feats)
-    for key, val, lo, hi in (("cpus", cpus, 1, 4), ("vcpus", vcpus, 0, 3)):
+    # The same ranges as a counterexample file's bounds (CK.SIZE_RANGES).
+    for key, val in (("cpus", cpus), ("vcpus", vcpus), ("sve_tasks", sve_tasks)):
+        lo, hi = CK.SIZE_RANGES[key]
         if val is not None:
             if not lo <= val <= hi:
-                fail(f"--{key} {val} is not in {lo}..{hi}")
+                fail(f"--{key.replace('_', '-')} {val} is not in {lo}..{hi}")
             kw[key] = val
     if tasks is not None:
-        if not 0 <= tasks <= 4:
-            fail(f"--tasks {tasks} is not in 0..4")
+        if not 0 <= tasks <= CK.TASKS_MAX:
+            fail(f"--tasks {tasks} is not in 0..{CK.TASKS_MAX}")
         sve = sve_tasks if sve_tasks is not None else min(b.sve_tasks, tasks)
         if sve > tasks:
             fail(f"--sve-tasks {sve} is more than --tasks {tasks}")
         kw["fpsimd_tasks"] = tasks - sve
         kw["sve_tasks"] = sve
-    elif sve_tasks is not None:
-        kw["sve_tasks"] = sve_tasks
     if depth is not None:
-        if depth < 1:
-            fail(f"--depth {depth} must be at least 1")
+        if not 1 <= depth <= CK.DEPTH_MAX:
+            fail(f"--depth {depth} is not in 1..{CK.DEPTH_MAX}")
         kw["depth"] = depth
     bud = _parse_budgets(budget)
     if bud is not None:
@@ -135,6 +135,22 @@ def policy_from_ref(ref: dict[str, Any]) -> tuple[Policy, str | None]:
         return P.get(ref.get("name", "")), None
     except KeyError:
         raise ST.CexError(f"unknown policy {ref.get('name')!r} in the file") from None
+
+
+def replay_file(cex: Path) -> tuple[Model, list[ST.StepRecord], str | None]:
+    """Load a saved counterexample and re-run it: (model, steps, the invariant the
+    file says breaks). A file that cannot be used raises CexError, one line naming
+    the field and what is valid (``kvmctx replay`` prints it, exit status 2)."""
+    data = ST.load_cex(cex)
+    pol, _ = policy_from_ref(data["policy"])
+    try:
+        b = CK.Bounds.from_dict(data["bounds"])
+        model = Model(b.config(), pol)
+    except ValueError as e:
+        raise ST.CexError(f"{cex}: {e}") from None
+    recs, _ = ST.replay(model, [tuple(s["action"]) for s in data["steps"]], b.features)
+    want = (data.get("violation") or {}).get("invariant")   # load_cex checked its shape
+    return model, recs, want
 
 
 def _progress_printer(label: str):
@@ -261,15 +277,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Re-run a saved counterexample step by step; exit 1 if the violation reproduces."""
         try:
-            data = ST.load_cex(cex)
-            pol, mname = policy_from_ref(data["policy"])
-            b = CK.Bounds.from_dict(data["bounds"])
-            model = Model(b.config(), pol)
-            recs, _ = ST.replay(model, [tuple(s["action"]) for s in data["steps"]], b.features)
+            model, recs, want = replay_file(cex)
         except (ST.CexError, KeyError, TypeError, ValueError) as e:
             fail(str(e) if isinstance(e, ST.CexError) else f"{cex}: malformed: {e}")
         got = recs[-1].violations if recs else []
-        want = (data.get("violation") or {}).get("invariant")
         reproduced = bool(got) and (want is None or got[0]["invariant"] == want)
         if json_out:
             print_json({"reproduced": reproduced, "steps": len(recs),

@@ -43,6 +43,9 @@ COST_KEYS = {
     "guest_exit": "cycles per full guest exit and re-entry (world switch), reported apart",
 }
 MARKS = {"v", "r", "a"}
+# A cost is at most a second of a GHz core: bigger is a typo, and inf or nan
+# would turn every total into nan.
+MAX_COST = 1e9
 
 
 class ProfileError(ValueError):
@@ -112,14 +115,16 @@ def parse_profile(text: str, origin: str) -> CostProfile:
         if not isinstance(entry, dict):
             raise ProfileError(f"{origin}: costs.{key} must be a table with value/source/mark")
         val = entry.get("value")
-        if isinstance(val, bool) or not isinstance(val, int | float) or val < 0:
-            raise ProfileError(f"{origin}: costs.{key}.value must be a non-negative number")
+        if (isinstance(val, bool) or not isinstance(val, int | float)
+                or not 0 <= val <= MAX_COST):   # also refuses nan and inf
+            raise ProfileError(f"{origin}: costs.{key}.value must be a number in "
+                               f"0..{MAX_COST:.0e} (cycles)")
         src = entry.get("source")
         if not isinstance(src, str) or not src.strip():
             raise ProfileError(f"{origin}: costs.{key}.source must say where the number "
                                "comes from (or 'assumption: ...')")
         mark = entry.get("mark", "a")
-        if mark not in MARKS:
+        if not isinstance(mark, str) or mark not in MARKS:
             raise ProfileError(f"{origin}: costs.{key}.mark must be one of v, r, a")
         costs[key] = Cost(float(val), str(entry.get("unit", "cycles")), src, mark)
     return CostProfile(prof["name"], str(prof.get("description", "")), costs, origin)
@@ -136,7 +141,11 @@ def load_profile(name_or_path: str | None) -> CostProfile:
         text = resources.files("kvmctx.costs").joinpath(f"{name}.toml").read_text()
         return parse_profile(text, name)
     p = Path(name)
-    if not p.exists():
+    try:
+        exists = p.exists()
+    except OSError as e:   # a name too long for the file system
+        raise ProfileError(f"cost profile {name[:80]!r}: {e.strerror or e}") from None
+    if not exists:
         raise ProfileError(f"unknown cost profile {name!r}: not a built-in "
                            f"({', '.join(BUILTIN)}) and no such file")
     try:

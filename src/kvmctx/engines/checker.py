@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvmctx.engines.canon import Canon
-from kvmctx.model.config import ModelConfig, TaskSpec, VcpuSpec
+from kvmctx.model.config import FEATURES, SYSREG_MODES, ModelConfig, TaskSpec, VcpuSpec
 from kvmctx.model.machine import KNEON, MIGRATE, SCHED, SIRQ, Model
 
 # ----------------------------------------------------------------- bounds
@@ -76,23 +76,86 @@ class Bounds:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Bounds:
-        """Bounds from a counterexample file (sizes checked: the file may be edited)."""
-        for key, hi in (("cpus", 8), ("fpsimd_tasks", 8), ("sve_tasks", 8),
-                        ("kneon_tasks", 8), ("sme_tasks", 8), ("vcpus", 8)):
-            v = d.get(key, 0)
-            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= hi:
-                raise ValueError(f"bounds.{key} = {v!r} is not an integer in 0..{hi}")
-        return Bounds(name=str(d.get("name", "custom")), cpus=int(d["cpus"]),
-                      fpsimd_tasks=int(d["fpsimd_tasks"]), sve_tasks=int(d["sve_tasks"]),
-                      kneon_tasks=int(d.get("kneon_tasks", 0)),
-                      sme_tasks=int(d.get("sme_tasks", 0)), vcpus=int(d["vcpus"]),
-                      vcpu_sve=bool(d.get("vcpu_sve", False)),
-                      vmm_sve=bool(d.get("vmm_sve", False)),
-                      features=frozenset(d.get("features", ())),
-                      depth=d.get("depth"),
-                      budgets=tuple(sorted((str(k), int(v))
-                                           for k, v in dict(d.get("budgets", {})).items())),
-                      vhe=bool(d.get("vhe", True)), sysregs=str(d.get("sysregs", "eager")))
+        """Bounds from a counterexample file. Every field is checked against the
+        ranges ``kvmctx check`` accepts (the file may be edited by hand): a bad
+        one is a ValueError naming ``bounds.<field>`` and what is valid."""
+        if not isinstance(d, dict):
+            raise ValueError("bounds must be an object")
+        unknown = sorted(k for k in d if k not in _FILE_KEYS)
+        if unknown:
+            raise ValueError(f"bounds: unknown field {_short(unknown[0])}; valid: "
+                             f"{', '.join(_FILE_KEYS)}")
+        kw: dict[str, Any] = {}
+        for key, (lo, hi) in SIZE_RANGES.items():
+            if key not in d:
+                if key in _REQUIRED:
+                    raise ValueError(f"bounds.{key} is missing (an integer in {lo}..{hi})")
+                continue
+            v = d[key]
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ValueError(f"bounds.{key} = {_short(v)} is not an integer in {lo}..{hi}")
+            kw[key] = v
+        name = d.get("name", "custom")
+        if not isinstance(name, str) or not 0 < len(name) <= 100 or not name.isprintable():
+            raise ValueError(f"bounds.name = {_short(name)} is not a name (a string of "
+                             "1..100 characters)")
+        for key in ("vcpu_sve", "vmm_sve", "vhe"):
+            if key in d:
+                if not isinstance(d[key], bool):
+                    raise ValueError(f"bounds.{key} = {_short(d[key])} is not true or false")
+                kw[key] = d[key]
+        feats = d.get("features", [])
+        if not isinstance(feats, list) or not all(isinstance(f, str) for f in feats):
+            raise ValueError(f"bounds.features = {_short(feats)} is not a list of feature "
+                             f"names; valid: {', '.join(FEATURES)}")
+        bad = [f for f in feats if f not in FEATURES]
+        if bad:
+            raise ValueError(f"bounds.features: unknown feature {_short(bad[0])}; valid: "
+                             f"{', '.join(FEATURES)}")
+        depth = d.get("depth")
+        if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool)
+                                  or not 1 <= depth <= DEPTH_MAX):
+            raise ValueError(f"bounds.depth = {_short(depth)} is not null or an integer in "
+                             f"1..{DEPTH_MAX}")
+        budgets = d.get("budgets", {})
+        if not isinstance(budgets, dict):
+            raise ValueError(f"bounds.budgets = {_short(budgets)} is not an object of "
+                             f"CLASS: N; classes: {', '.join(BUDGET_CLASSES)}")
+        for k, v in budgets.items():
+            if k not in BUDGET_CLASSES:
+                raise ValueError(f"bounds.budgets: unknown class {_short(k)}; valid: "
+                                 f"{', '.join(BUDGET_CLASSES)}")
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= BUDGET_MAX:
+                raise ValueError(f"bounds.budgets.{k} = {_short(v)} is not an integer in "
+                                 f"0..{BUDGET_MAX}")
+        sysregs = d.get("sysregs", "eager")
+        if sysregs not in SYSREG_MODES:
+            raise ValueError(f"bounds.sysregs = {_short(sysregs)} is not one of "
+                             f"{', '.join(SYSREG_MODES)}")
+        return Bounds(name=name, features=frozenset(feats), depth=depth,
+                      budgets=tuple(sorted(budgets.items())), sysregs=sysregs, **kw)
+
+
+# What ``kvmctx check`` accepts and a counterexample file may hold (one table for
+# both, so a file the checker wrote always replays): sizes, budgets, depth.
+# --tasks (FPSIMD plus SVE host tasks) is 0..TASKS_MAX; a file holds up to twice
+# that many FPSIMD tasks because adapt_bounds turns the SVE and SME tasks into
+# FPSIMD ones for a design without them.
+TASKS_MAX = 4
+SIZE_RANGES: dict[str, tuple[int, int]] = {
+    "cpus": (1, 4), "fpsimd_tasks": (0, 2 * TASKS_MAX), "sve_tasks": (0, TASKS_MAX),
+    "kneon_tasks": (0, TASKS_MAX), "sme_tasks": (0, TASKS_MAX), "vcpus": (0, 3)}
+BUDGET_MAX = 200     # a budget is stored in a byte of the checker state
+DEPTH_MAX = 1_000_000
+_REQUIRED = ("cpus", "fpsimd_tasks", "sve_tasks", "vcpus")
+_FILE_KEYS = ("name", "cpus", "fpsimd_tasks", "sve_tasks", "kneon_tasks", "sme_tasks", "vcpus",
+              "vcpu_sve", "vmm_sve", "features", "depth", "budgets", "vhe", "sysregs")
+
+
+def _short(v: Any) -> str:
+    """A value for a one-line message: repr, cut to 40 characters, no newlines."""
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
 
 
 # Budget classes an action can belong to (see budget_class).

@@ -249,8 +249,15 @@ def load_cex(path: str | Path) -> dict[str, Any]:
     if not isinstance(data["bounds"], dict):
         raise CexError(f"{p}: 'bounds' must be an object")
     ref = data["policy"]
-    if not (isinstance(ref, dict) and any(isinstance(ref.get(k), str)
-                                          for k in ("name", "mutant", "policy_file"))):
+    # The key replay uses: a mutant, else a policy file, else a policy name.
+    used = next((k for k in ("mutant", "policy_file", "name")
+                 if isinstance(ref, dict) and k in ref), None)
+    if used is None or not isinstance(ref[used], str):
         raise CexError(f"{p}: 'policy' must be an object naming a policy, mutant or "
-                       "policy_file")
+                       "policy_file (a string)")
+    vio = data.get("violation")
+    if vio is not None and not (isinstance(vio, dict)
+                                and isinstance(vio.get("invariant", ""), str)):
+        raise CexError(f"{p}: 'violation' must be null or an object whose 'invariant' is a "
+                       "string")
     return data

@@ -112,14 +112,16 @@ def _range(key: str, r: dict[str, Any]) -> list[Any]:
                         f"got keys {sorted(r)}")
     start, stop = r["start"], r["stop"]
     step = r.get("step", 1)
-    if not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
                for x in (start, stop, step)):
-        raise SpecError(f"grid.{key}: start, stop and step must be numbers")
+        raise SpecError(f"grid.{key}: start, stop and step must be finite numbers")
     if step <= 0:
         raise SpecError(f"grid.{key}: step must be positive")
-    n = int(math.floor((stop - start) / step + 1e-9)) + 1
-    if n < 1 or n > 10_000:
-        raise SpecError(f"grid.{key}: the range has {n} values (1..10000 allowed)")
+    span = (stop - start) / step            # inf when a tiny step overflows
+    n = int(math.floor(span + 1e-9)) + 1 if math.isfinite(span) else None
+    if n is None or n < 1 or n > 10_000:
+        raise SpecError(f"grid.{key}: the range has {'too many' if n is None else n} values "
+                        "(1..10000 allowed)")
     if all(isinstance(x, int) for x in (start, stop, step)):
         return [start + i * step for i in range(n)]
     return [round(start + i * step, 10) for i in range(n)]
@@ -167,9 +169,15 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> SweepSpec:
                             f"{', '.join(S.SCENARIOS)}")
     traces = strlist("traces", False)
     base = Path(source).parent if source != "<spec>" else Path(".")
-    traces = [str((base / t).resolve()) if not Path(t).is_absolute() else t for t in traces]
-    for t in traces:
-        if not Path(t).is_file():
+    for i, t in enumerate(traces):
+        try:
+            traces[i] = t = str((base / t).resolve()) if not Path(t).is_absolute() else t
+            found = Path(t).is_file()
+        except (OSError, ValueError) as e:   # a NUL byte, a name too long...
+            raise SpecError(f"{source}: sweep.traces: {t[:80]!r}: {e.strerror or e}"
+                            if isinstance(e, OSError) else
+                            f"{source}: sweep.traces: {t[:80]!r}: {e}") from None
+        if not found:
             raise SpecError(f"{source}: sweep.traces: no such file {t}")
     if not scenarios and not traces:
         scenarios = ["default"]
@@ -191,12 +199,11 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> SweepSpec:
         raise SpecError(f"{source}: sweep.cost_profile must be a name or a path")
     from kvmctx.costs.profiles import BUILTIN, load_profile
 
-    if profile not in BUILTIN and not Path(profile).is_absolute():
-        profile = str((base / profile).resolve())
-
     try:
+        if profile not in BUILTIN and not Path(profile).is_absolute():
+            profile = str((base / profile).resolve())
         load_profile(profile)
-    except ValueError as e:
+    except ValueError as e:   # ProfileError, or a NUL byte in the name
         raise SpecError(f"{source}: sweep.cost_profile: {e}") from None
     metrics = sw.get("metrics")
     if metrics is not None:
@@ -216,7 +223,10 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> SweepSpec:
             raise SpecError(f"{source}: unknown grid key grid.{key}; valid knobs: "
                             f"{', '.join(sorted(KNOBS))}")
         if isinstance(vals, dict):
-            vals = _range(key, vals)
+            try:
+                vals = _range(key, vals)
+            except SpecError as e:
+                raise SpecError(f"{source}: {e}") from None
         if not isinstance(vals, list):
             vals = [vals]
         if not vals:
@@ -230,7 +240,9 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> SweepSpec:
         grid[key] = list(dict.fromkeys(clean))
     spec = SweepSpec(policies, scenarios, traces, seeds, events, profile, metrics, grid,
                      source)
-    n = len(spec.points())
+    # Counted before the points are built: a big grid must not be materialised.
+    n = (len(scenarios) + len(traces)) * len(seeds) * len(policies) \
+        * math.prod(len(v) for v in grid.values())
     if n > 5_000_000:
         raise SpecError(f"{source}: the grid has {n:,} points; split it (at most 5,000,000)")
     return spec
@@ -325,7 +337,9 @@ def prepare_dir(out: Path, spec: SweepSpec) -> None:
         try:
             old = json.loads(f.read_text())
         except (OSError, ValueError):
-            raise SpecError(f"{f}: unreadable; is {out} a sweep directory?") from None
+            old = None
+        if not isinstance(old, dict):
+            raise SpecError(f"{f}: unreadable; is {out} a sweep directory?")
         if old != mine:
             diff = sorted(k for k in mine if old.get(k) != mine[k])
             raise SpecError(f"{out} holds a sweep of a different spec (differs in "

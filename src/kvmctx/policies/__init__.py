@@ -65,7 +65,11 @@ class PolicyFileError(ValueError):
 def load_file(path: str | Path) -> Policy:
     """Load a policy from a user's Python file that defines POLICY."""
     p = Path(path)
-    if not p.is_file():
+    try:
+        is_file = p.is_file()
+    except (OSError, ValueError) as e:   # a name too long for the file system...
+        raise PolicyFileError(f"{str(p)[:80]}: cannot read: {e.strerror or e}") from None
+    if not is_file:
         raise PolicyFileError(f"{p}: no such policy file")
     spec = importlib.util.spec_from_file_location(f"kvmctx_user_policy_{abs(hash(str(p)))}", p)
     if spec is None or spec.loader is None:

@@ -191,7 +191,7 @@ def validate_knob(name: str, value: Any) -> Any:
         raise ValueError(f"knob {name}: {value!r} is not a boolean")
     try:
         v = typ(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):   # OverflowError: int(inf)
         raise ValueError(f"knob {name}: {value!r} is not a valid {typ.__name__}") from None
     if typ is float and not 0.0 <= v <= 1.0:
         raise ValueError(f"knob {name}: {v} is not a probability in [0, 1]")
