@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import examples
 from kvmctx import api
 from kvmctx import policies as P
 from kvmctx.engines.oracle import EVICT, USE, FpTrace, brute_force_min_cost, oracle_counters
@@ -20,7 +21,7 @@ events = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(evs=events)
 def test_greedy_schedule_is_the_cheapest_safe_schedule(evs):
     """On small FPSIMD-only workloads the oracle's bytes equal an exhaustive search."""

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import examples
 from kvmctx import api
 from kvmctx.io import trace as T
 from kvmctx.io.trace_synth import synth_lines, write_synth
@@ -199,7 +200,7 @@ def _check_parse(lines: list, source: str = "<fuzz>") -> None:
 BASE_LINES = [ln for p in SAMPLES for ln in p.read_text().splitlines()]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, len(BASE_LINES) - 1), st.integers(0, 2**32)),
                 min_size=1, max_size=40))
 def test_fuzzed_real_format_lines_never_traceback(picks: list[tuple[int, int]]) -> None:
@@ -210,7 +211,7 @@ def test_fuzzed_real_format_lines_never_traceback(picks: list[tuple[int, int]]) 
     _check_parse(lines)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=600))
 def test_arbitrary_bytes_never_traceback(data: bytes) -> None:
     lines = [(raw.decode("utf-8", "replace"), True) for raw in data.split(b"\n")]
