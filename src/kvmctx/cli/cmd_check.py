@@ -12,6 +12,8 @@ from rich.table import Table
 from kvmctx import policies as P
 from kvmctx.cli.common import err, fail, out, print_json
 from kvmctx.engines import checker as CK
+from kvmctx.engines import engine as EN
+from kvmctx.engines import native as NA
 from kvmctx.engines import story as ST
 from kvmctx.model.config import FEATURES, SYSREG_MODES
 from kvmctx.model.machine import Model
@@ -169,8 +171,8 @@ def _progress_printer(label: str):
 
 
 def run_check(pol: Policy, bounds: CK.Bounds, max_states: int | None, mutant: str | None,
-              label: str, quiet: bool = False, max_memory_mb: float | None = None
-              ) -> tuple[CK.CheckResult, Model]:
+              label: str, quiet: bool = False, max_memory_mb: float | None = None,
+              engine: str = "auto", jobs: int = 1) -> tuple[CK.CheckResult, Model]:
     bounds, notes = CK.adapt_bounds(bounds, pol.supports)
     try:
         model = Model(bounds.config(), pol)
@@ -178,8 +180,9 @@ def run_check(pol: Policy, bounds: CK.Bounds, max_states: int | None, mutant: st
         fail(str(e))
     upd, status = (None, None) if quiet else _progress_printer(label)
     try:
-        res = CK.Checker(model, bounds, max_states=max_states, progress=upd, mutant=mutant,
-                         max_memory_mb=max_memory_mb).run()
+        res = EN.check(model, bounds, engine=engine, jobs=jobs, max_states=max_states,
+                       progress=upd, mutant=mutant, max_memory_mb=max_memory_mb,
+                       notice=lambda line: err.print(line, markup=False, highlight=False))
     finally:
         if status is not None:
             status.stop()
@@ -196,6 +199,7 @@ def summary_table(res: CK.CheckResult) -> Table:
                else f"incomplete ({res.stop_reason})")
     t.add_row(f"{res.states:,}", f"{res.transitions:,}", str(res.depth), str(res.complete),
               f"{res.seconds:.2f}", f"{res.states_per_s:,.0f}", verdict)
+    t.caption = f"engine: {res.engine}"
     return t
 
 
@@ -225,14 +229,25 @@ def register(app: typer.Typer) -> None:
         catalogue: bool = typer.Option(False, "--catalogue", help="Check every catalogue mutant."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
         out_path: Path | None = typer.Option(None, "--out", help="Save the counterexample."),
+        engine: str = typer.Option("auto", help="Search engine: auto (native when built), "
+                                                "native, or python (the reference)."),
+        jobs: int = typer.Option(1, "--jobs", "-j", help="Native engine: threads expanding "
+                                                         "each level (results do not depend "
+                                                         "on it)."),
     ) -> None:
         """Explore every interleaving within bounds; print the shortest counterexample."""
+        if engine not in EN.ENGINES:
+            fail(f"--engine {engine!r}; valid: {', '.join(EN.ENGINES)}")
+        if engine == "native" and not NA.available():
+            fail(f"--engine native: the native engine is not built ({NA.IMPORT_ERROR})")
+        if not 1 <= jobs <= 256:
+            fail(f"--jobs {jobs} is not in 1..256")
         if max_states is not None and max_states < 1:
             fail("--max-states must be at least 1")
         if max_memory_mb is not None and max_memory_mb <= 0:
             fail("--max-memory-mb must be positive")
         if catalogue:
-            _catalogue(json_out, max_states)
+            _catalogue(json_out, max_states, engine, jobs)
             return
         pol, ref, mname = resolve_policy(policy, mutant, policy_file)
         if mutant is not None and bounds == "standard" and MU.get(mutant).bounds:
@@ -240,7 +255,7 @@ def register(app: typer.Typer) -> None:
         b = resolve_bounds(bounds, cpus, tasks, sve_tasks, vcpus, features, depth, budget,
                            sysregs=sysregs)
         res, model = run_check(pol, b, max_states, mname, f"checking {pol.name}", json_out,
-                               max_memory_mb)
+                               max_memory_mb, engine, jobs)
         recs: list[ST.StepRecord] = []
         if res.violation is not None:
             recs, _ = ST.replay(model, res.path, res.bounds.features)
@@ -311,11 +326,13 @@ def register(app: typer.Typer) -> None:
         out.print(t)
 
 
-def _catalogue(json_out: bool, max_states: int | None) -> None:
+def _catalogue(json_out: bool, max_states: int | None, engine: str = "auto",
+               jobs: int = 1) -> None:
     rows = []
     for mu in MU.catalogue():
         b = CK.BOUNDS[mu.bounds] if mu.bounds else CK.BOUNDS["standard"]
-        res, _ = run_check(mu.build(), b, max_states, mu.name, f"mutant {mu.name}", json_out)
+        res, _ = run_check(mu.build(), b, max_states, mu.name, f"mutant {mu.name}", json_out,
+                           engine=engine, jobs=jobs)
         found = res.violation is not None
         rows.append({"mutant": mu.name, "source": mu.source, "catalogue": mu.catalogue,
                      "invariant": res.violation["invariant"] if found else mu.invariant,

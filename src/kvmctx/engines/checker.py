@@ -266,6 +266,9 @@ class CheckResult:
     stop_reason: str = ""
     peak_rss_mb: float = 0.0
     notes: list[str] = field(default_factory=list)
+    engine: str = "python"
+    # Native engine only: Python runs per unit, tree nodes, store bytes (engine.md).
+    engine_stats: dict[str, int] = field(default_factory=dict)
 
     @property
     def states_per_s(self) -> float:
@@ -285,6 +288,7 @@ class CheckResult:
             "peak_rss_mb": round(self.peak_rss_mb, 1),
             "violation": self.violation,
             "adapted": self.notes,
+            "engine": self.engine,
         }
 
 
