@@ -13,7 +13,8 @@ from kvmctx.model.machine import Model
 
 KEYS = ("sim_events_per_s", "sim_events_per_s_no_invariants", "floor_events_per_s",
         "sim_floor_ratio", "simpy_events_per_s", "checker_states_per_s", "checker_states",
-        "checker_rss_mb_per_million_states")
+        "checker_rss_mb_per_million_states", "checker_states_per_s_python",
+        "checker_bytes_per_state", "checker_jobs2_speedup", "checker_native_python_ratio")
 
 
 def test_bench_quick_json_has_every_key() -> None:

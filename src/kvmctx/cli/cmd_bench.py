@@ -38,11 +38,21 @@ def register(app: typer.Typer) -> None:
             ("simulator / floor", f"{res['sim_floor_ratio']:.3f}"),
             ("SimPy events/s (same dispatch)", f"{res['simpy_events_per_s'] or 0:,}"),
             ("simulator / SimPy", f"{res['sim_simpy_ratio'] or 0:.2f}"),
-            (f"checker states/s ({res['checker_bounds']})", f"{res['checker_states_per_s']:,}"),
+            (f"checker states/s ({res['checker_bounds']}, {res['checker_engine']} engine)",
+             f"{res['checker_states_per_s']:,}"),
             ("checker states", f"{res['checker_states']:,}"),
             ("checker RSS MB per million states",
              f"{res['checker_rss_mb_per_million_states']:,}"),
+            ("checker bytes per state", f"{res['checker_bytes_per_state']:,}"),
+            (f"checker states/s, Python engine (first {res['checker_python_states']:,})",
+             f"{res['checker_states_per_s_python']:,}"),
         ]
+        if "checker_jobs2_speedup" in res:
+            rows += [
+                ("checker native / Python, same states",
+                 f"{res['checker_native_python_ratio']:.1f}x"),
+                ("checker --jobs 2 / --jobs 1", f"{res['checker_jobs2_speedup']:.2f}x"),
+            ]
         for pol, d in res["per_policy"].items():
             rows.append((f"{pol}: events/s on / off",
                          f"{d['events_per_s']:,} / {d['events_per_s_no_invariants']:,}"))

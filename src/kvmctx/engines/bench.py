@@ -13,7 +13,9 @@ like with like:
   timeout whose callback dispatches the recorded action to the same no-op
   handlers): what a Python user would reach for first;
 * checker distinct states/s and state count at a named bound, with the peak
-  RSS growth per million states.
+  RSS growth per million states and per state; for the native engine also
+  ``--jobs 2`` against ``--jobs 1`` and the Python engine on the same first
+  states (docs/engine.md).
 """
 
 from __future__ import annotations
@@ -126,10 +128,12 @@ def simpy_rate(actions: list[tuple[int, int, int]], events: int, ncpu: int,
     return _rate(events, time.perf_counter() - t0)
 
 
-def checker_figures(bounds_name: str, policy: str = "upstream-6.14",
-                    max_states: int | None = None) -> dict[str, Any]:
+def _check(bounds_name: str, policy: str, max_states: int | None, engine: str,
+           jobs: int = 1) -> tuple[Any, float, float]:
+    """One check; (result, RSS before it in MB, wall seconds)."""
     from kvmctx import api
     from kvmctx.engines import checker as CK
+    from kvmctx.engines import engine as EN
     from kvmctx.model.machine import Model
 
     pol = api.resolve_policy(policy)
@@ -137,9 +141,25 @@ def checker_figures(bounds_name: str, policy: str = "upstream-6.14",
     model = Model(bounds.config(), pol)
     gc.collect()
     rss0 = CK._rss_mb()
-    res = CK.Checker(model, bounds, max_states=max_states).run()
+    t0 = time.perf_counter()
+    res = EN.check(model, bounds, engine=engine, jobs=jobs, max_states=max_states)
+    return res, rss0, time.perf_counter() - t0
+
+
+def checker_figures(bounds_name: str, policy: str = "upstream-6.14",
+                    max_states: int | None = None, python_states: int = 500_000
+                    ) -> dict[str, Any]:
+    """The checker on the default engine (the native one when built), then the ratios
+    that matter: against the Python engine on the same first ``python_states``
+    states, and ``--jobs 2`` against ``--jobs 1``. The native runs come first so the
+    Python engine's freed memory does not hide in their RSS growth."""
+    from kvmctx.engines import engine as EN
+
+    engine = EN.resolve("auto")
+    res, rss0, _ = _check(bounds_name, policy, max_states, "auto")
     grow = max(0.0, res.peak_rss_mb - rss0)
-    return {
+    out: dict[str, Any] = {
+        "checker_engine": engine,
         "checker_bounds": bounds_name,
         "checker_policy": policy,
         "checker_states": res.states,
@@ -149,7 +169,26 @@ def checker_figures(bounds_name: str, policy: str = "upstream-6.14",
         "checker_states_per_s": round(res.states_per_s),
         "checker_peak_rss_mb": round(res.peak_rss_mb, 1),
         "checker_rss_mb_per_million_states": round(grow / max(1, res.states) * 1e6, 1),
+        "checker_bytes_per_state": round(grow * 2**20 / max(1, res.states), 1),
     }
+    if engine == "native":
+        out["checker_python_runs"] = sum(v for k, v in res.engine_stats.items()
+                                         if k.startswith("python_"))
+        r2, _, wall2 = _check(bounds_name, policy, max_states, "native", jobs=2)
+        out["checker_jobs2_states_per_s"] = round(r2.states / wall2) if wall2 else None
+        out["checker_jobs2_speedup"] = round(res.seconds / r2.seconds, 3) if r2.seconds else None
+        cap = min(python_states, max_states or python_states)
+        rn, _, _ = _check(bounds_name, policy, cap, "native")
+        out["checker_states_per_s_native_capped"] = round(rn.states_per_s)
+    else:
+        cap = min(python_states, max_states or python_states)
+        rn = None
+    rp, _, _ = _check(bounds_name, policy, cap, "python")
+    out["checker_python_states"] = rp.states
+    out["checker_states_per_s_python"] = round(rp.states_per_s)
+    if rn is not None and rp.states_per_s:
+        out["checker_native_python_ratio"] = round(rn.states_per_s / rp.states_per_s, 2)
+    return out
 
 
 def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None
@@ -190,6 +229,8 @@ def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None
         "per_policy": per_policy,
     })
     # --quick: the same bounds, stopped at 150k states (an incomplete run).
-    say("checker: upstream-6.14 at --bounds standard" + (", first 150k states" if quick else ""))
-    out.update(checker_figures("standard", max_states=150_000 if quick else None))
+    say("checker: upstream-6.14 at --bounds standard" + (", first 150k states" if quick else "")
+        + "; then --jobs 2, and the Python engine on the first states")
+    out.update(checker_figures("standard", max_states=150_000 if quick else None,
+                               python_states=50_000 if quick else 500_000))
     return out
