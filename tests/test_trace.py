@@ -87,7 +87,8 @@ def test_fatal_inputs_are_one_line_errors(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.bin"
     garbage.write_bytes(bytes(random.Random(0).getrandbits(8) for _ in range(5000)))
     for path, msg in ((empty, "empty input"), (garbage, "no ftrace event line"),
-                      (tmp_path / "missing.txt", "no such file"), (tmp_path, "directory")):
+                      (tmp_path / "missing.txt", "no such file"), (tmp_path, "directory"),
+                      ("x" * 5000, "File name too long")):   # was an OSError from exists()
         with pytest.raises(T.TraceFormatError, match=msg) as e:
             T.parse_file(path)
         assert "\n" not in str(e.value)

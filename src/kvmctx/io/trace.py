@@ -298,9 +298,13 @@ def _lines_of(path: str | Path) -> Iterator[tuple[str, bool]]:
 
 def parse_file(path: str | Path) -> TraceWorkload:
     p = Path(path)
-    if not p.exists():
+    try:
+        exists, is_dir = p.exists(), p.is_dir()
+    except OSError as e:   # a name too long for the file system
+        raise TraceFormatError(f"{str(p)[:80]}: cannot read: {e.strerror or e}") from None
+    if not exists:
         raise TraceFormatError(f"{p}: no such file")
-    if p.is_dir():
+    if is_dir:
         raise TraceFormatError(f"{p}: is a directory, not a trace file")
     try:
         w = parse_lines(_lines_of(p), source=str(p))
