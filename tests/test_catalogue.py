@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from kvmctx.engines import checker as CK
+from kvmctx.engines import engine as EN
 from kvmctx.engines import story as ST
 from kvmctx.model.machine import Model
 from kvmctx.policies import mutants as MU
@@ -21,7 +22,7 @@ KVM = [m.name for m in MU.catalogue() if m.catalogue and m.catalogue >= 17]
 def run(pol, bounds_name):
     b, _ = CK.adapt_bounds(CK.BOUNDS[bounds_name], pol.supports)
     m = Model(b.config(), pol)
-    return CK.Checker(m, b).run(), m, b
+    return EN.check(m, b), m, b
 
 
 @pytest.mark.parametrize("name", KVM + ["flush-without-foreign"])

@@ -8,6 +8,7 @@ import pytest
 from helpers import no_violations, run_to_rest, thread
 from kvmctx import api, policies
 from kvmctx.engines import checker as CK
+from kvmctx.engines import engine as EN
 from kvmctx.model import counters as C
 from kvmctx.model.config import ModelConfig, TaskSpec, VcpuSpec
 from kvmctx.model.feat.sme import USER_SME, USER_SMSTOP
@@ -22,7 +23,7 @@ FEATS = frozenset({"sme", "preempt", "exit-user", "softirq-neon"})
 
 def check(pol, b):
     b, notes = CK.adapt_bounds(b, pol.supports)
-    r = CK.Checker(Model(b.config(), pol), b).run()
+    r = EN.check(Model(b.config(), pol), b)
     r.notes = notes
     return r
 
