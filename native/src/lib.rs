@@ -108,7 +108,6 @@ impl Scratch {
 #[pyclass(module = "kvmctx._native")]
 struct Search {
     n: usize,
-    nb: usize,
     canon: Canon,
     sched_kind: i32,
     cur: Vec<usize>,
@@ -127,6 +126,11 @@ struct Search {
     store: Store,
     learned: [u64; 3],
     slow_canon: u64,
+    /// Seconds in the expansion phase (worker threads) and in the ordered merge.
+    t_expand: f64,
+    t_merge: f64,
+    /// Successors that reached the merge not known as duplicates, and new states.
+    merged: u64,
 }
 
 fn rss_mb() -> f64 {
@@ -377,7 +381,6 @@ impl Search {
         let nb = budget_init.len();
         Ok(Search {
             n,
-            nb,
             canon: c,
             sched_kind,
             cur,
@@ -396,6 +399,9 @@ impl Search {
             store: Store::new(n + nb),
             learned: [0; 3],
             slow_canon: 0,
+            t_expand: 0.0,
+            t_merge: 0.0,
+            merged: 0,
         })
     }
 
@@ -443,6 +449,9 @@ impl Search {
         d.set_item("python_apply", self.learned[1])?;
         d.set_item("python_recover", self.learned[2])?;
         d.set_item("slow_canonical", self.slow_canon)?;
+        d.set_item("expand_ms", (self.t_expand * 1e3) as u64)?;
+        d.set_item("merge_ms", (self.t_merge * 1e3) as u64)?;
+        d.set_item("merged_successors", self.merged)?;
         d.set_item("actions", self.acts.len())?;
         let nodes: usize = self.en_tree.len()
             + self.rec_tree.len()
@@ -499,11 +508,15 @@ impl Search {
         };
         let t0 = Instant::now();
         let mut last_report = t0;
+        // Parents per block; with jobs > 1 a block is cut into PARTS_PER_JOB parts per
+        // thread, handed out dynamically (the parts' costs differ).
+        const PARTS_PER_JOB: usize = 8;
         let block = if jobs == 1 { 256 } else { 2048 * jobs };
         let mut sc = Scratch::new();
         let mut ids = Vec::new();
         let mut parent = Vec::new();
-        let mut exs: Vec<Expansion> = (0..jobs).map(|_| Expansion::default()).collect();
+        let nparts = if jobs == 1 { 1 } else { PARTS_PER_JOB * jobs };
+        let mut exs: Vec<Expansion> = (0..nparts).map(|_| Expansion::default()).collect();
         let mut learned = Expansion::default();
         let kl = self.store.key_len;
         'levels: while !frontier.is_empty() {
@@ -517,21 +530,37 @@ impl Search {
             let mut nxt: Vec<u32> = Vec::new();
             for blk in frontier.chunks(block) {
                 // Phase 1: expand the block from the trees (on `jobs` threads).
-                let per = blk.len().div_ceil(jobs).max(1);
+                let tb = Instant::now();
+                let per = blk.len().div_ceil(nparts).max(1);
                 {
                     let this: &Search = self;
                     if jobs == 1 {
                         this.expand_all(blk, &mut exs[0]);
                     } else {
+                        let work: Vec<std::sync::Mutex<(&[u32], &mut Expansion)>> = blk
+                            .chunks(per)
+                            .zip(exs.iter_mut())
+                            .map(|(part, ex)| std::sync::Mutex::new((part, ex)))
+                            .collect();
+                        let next = std::sync::atomic::AtomicUsize::new(0);
                         py.allow_threads(|| {
                             std::thread::scope(|s| {
-                                for (part, ex) in blk.chunks(per).zip(exs.iter_mut()) {
-                                    s.spawn(move || this.expand_all(part, ex));
+                                for _ in 0..jobs {
+                                    s.spawn(|| loop {
+                                        let i = next
+                                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                        let Some(w) = work.get(i) else { break };
+                                        let mut g = w.lock().unwrap();
+                                        let (part, ex) = &mut *g;
+                                        this.expand_all(part, ex);
+                                    });
                                 }
                             })
                         });
                     }
                 }
+                let tm = Instant::now();
+                self.t_expand += tm.duration_since(tb).as_secs_f64();
                 // Phase 2: merge in order; misses are expanded here, with the GIL.
                 for (j, &sid) in blk.iter().enumerate() {
                     let ex = &exs[j / per];
@@ -560,6 +589,7 @@ impl Search {
                             o.peak = o.peak.max(rss_mb());
                             return Ok(o);
                         }
+                        self.merged += 1;
                         let mut h = su.h;
                         if su.ids != NONE {
                             let i = su.ids as usize;
@@ -628,6 +658,7 @@ impl Search {
                         }
                     }
                 }
+                self.t_merge += tm.elapsed().as_secs_f64();
                 py.check_signals()?;
                 if let Some(p) = &progress {
                     let now = Instant::now();

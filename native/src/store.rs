@@ -17,7 +17,8 @@ pub struct Store {
     chunk_ids: HashMap<u128, u32>,
     chunks: Vec<u128>,
     pages: Vec<Vec<u32>>, // PAGE states' chunk ids each: no reallocation spikes
-    index: HashTable<u32>,
+    /// (state id, 32 bits of its hash): rehashing never reads the pages back.
+    index: HashTable<(u32, u32)>,
     pub parents: Vec<u32>,
 }
 
@@ -43,6 +44,13 @@ fn chunk_at(key: &[u8], c: usize) -> u128 {
 fn same(a: &[u32], b: &[u32]) -> bool {
     // An explicit loop: a slice `==` of this length is a call to memcmp.
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+/// The table's 64-bit hash from the 32 bits kept per entry (hashbrown takes its
+/// bucket from the low bits and its tag from the top 7).
+#[inline]
+fn spread(h32: u32) -> u64 {
+    (h32 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 #[inline]
@@ -110,7 +118,10 @@ impl Store {
     }
 
     pub fn contains(&self, ids: &[u32], h: u64) -> bool {
-        self.index.find(h, |&s| same(self.state_ids(s), ids)).is_some()
+        let h32 = h as u32;
+        self.index
+            .find(spread(h32), |&(s, x)| x == h32 && same(self.state_ids(s), ids))
+            .is_some()
     }
 
     /// Insert a state known to be new (`h` = `Store::hash(ids)`); returns its id.
@@ -121,8 +132,7 @@ impl Store {
         }
         self.pages.last_mut().unwrap().extend_from_slice(ids);
         self.parents.push(parent);
-        let (pages, n) = (&self.pages, self.nchunks);
-        self.index.insert_unique(h, sid, |&s| hash_ids(ids_of(pages, n, s)));
+        self.index.insert_unique(spread(h as u32), (sid, h as u32), |&(_, x)| spread(x));
         sid
     }
 
@@ -138,7 +148,7 @@ impl Store {
     pub fn bytes(&self) -> usize {
         self.pages.iter().map(|p| p.capacity() * 4).sum::<usize>()
             + self.parents.capacity() * 4
-            + self.index.capacity() * 5
+            + self.index.capacity() * 9
             + self.chunks.capacity() * 16
             + self.chunk_ids.capacity() * 24
     }
