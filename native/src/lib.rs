@@ -94,14 +94,14 @@ struct Scratch {
     rawb: Vec<u8>,
     key: Vec<u8>,
     canon: Vec<u8>,
-    tabs: Vec<[u8; 256]>,
+    cand: Vec<u8>,
     ids: Vec<u32>,
 }
 
 impl Scratch {
     fn new() -> Self {
         Scratch { raw: Vec::new(), rawb: Vec::new(), key: Vec::new(), canon: Vec::new(),
-                  tabs: Vec::new(), ids: Vec::new() }
+                  cand: Vec::new(), ids: Vec::new() }
     }
 }
 
@@ -198,19 +198,21 @@ impl Search {
                 sc.rawb[i as usize] = v as u8;
             }
             if bytes_ok {
-                self.canon.key(&sc.rawb, &mut sc.key, &mut sc.canon, &mut sc.tabs);
+                self.canon.key(&sc.rawb, &mut sc.key, &mut sc.canon, &mut sc.cand);
                 sc.key.extend_from_slice(&parent[n..]);
                 if slot >= 0 {
                     sc.key[n + slot as usize] -= 1;
                 }
-                if self.store.compress_known(&sc.key, &mut sc.ids) {
-                    su.h = Store::hash(&sc.ids);
-                    su.dup = self.store.contains(&sc.ids, su.h);
-                    su.ids = ex.ids.len() as u32;
-                    ex.ids.extend_from_slice(&sc.ids);
-                } else {
-                    su.key = ex.keys.len() as u32;
-                    ex.keys.extend_from_slice(&sc.key);
+                su.h = Store::hash(&sc.key);
+                su.dup = self.store.contains_key(&sc.key, su.h);
+                if !su.dup {
+                    if self.store.compress_known(&sc.key, &mut sc.ids) {
+                        su.ids = ex.ids.len() as u32;
+                        ex.ids.extend_from_slice(&sc.ids);
+                    } else {
+                        su.key = ex.keys.len() as u32;
+                        ex.keys.extend_from_slice(&sc.key);
+                    }
                 }
                 if !su.dup {
                     if let Lookup::Hit(p) = self.rec_tree.get(&sc.rawb) {
@@ -355,28 +357,23 @@ impl Search {
                 r?.extract()?;
             relabels.push(Relabel { src, slices, tagtab });
         }
-        let c = Canon {
-            size: g("size")?.extract()?,
-            banks: g("banks")?.extract()?,
-            extra: g("extra")?.extract()?,
-            nctx: g("nctx")?.extract()?,
-            nthreads_x: g("nthreads_x")?.extract()?,
-            tags_end: g("tags_end")?.extract()?,
-            ver0: g("ver0")?.extract()?,
-            ver1: g("ver1")?.extract()?,
-            ver_const: g("ver_const")?.extract()?,
-            foreign0: g("foreign0")?.extract()?,
-            cur_idx: g("cur_idx")?.extract()?,
-            nthreads: g("nthreads")?.extract()?,
-            rq_idle: g("rq_idle")?.extract()?,
-            lo0: g("lo0")?.extract()?,
+        let c = Canon::new(
+            g("size")?.extract()?,
+            g("banks")?.extract()?,
+            g("extra")?.extract()?,
+            g("nctx")?.extract()?,
+            g("nthreads_x")?.extract()?,
+            g("tags_end")?.extract()?,
+            (g("ver0")?.extract()?, g("ver1")?.extract()?, g("ver_const")?.extract()?),
+            g("foreign0")?.extract()?,
+            g("cur_idx")?.extract()?,
+            g("nthreads")?.extract()?,
+            g("rq_idle")?.extract()?,
+            g("lo0")?.extract()?,
+            g("owner_bits")?.extract()?,
+            g("owner_mask")?.extract()?,
             relabels,
-            owner_bits: g("owner_bits")?.extract()?,
-            owner_mask: g("owner_mask")?.extract()?,
-            base: [0; 256],
-        };
-        let mut c = c;
-        c.base = Canon::base_table(c.owner_mask);
+        );
         let n = c.size;
         let nb = budget_init.len();
         Ok(Search {
@@ -410,8 +407,8 @@ impl Search {
         if state.len() != self.n {
             return Err(PyValueError::new_err("state length differs from the layout"));
         }
-        let (mut out, mut sc, mut tabs) = (Vec::new(), Vec::new(), Vec::new());
-        self.canon.key(&state, &mut out, &mut sc, &mut tabs);
+        let (mut out, mut sc, mut cand) = (Vec::new(), Vec::new(), Vec::new());
+        self.canon.key(&state, &mut out, &mut sc, &mut cand);
         Ok(PyBytes::new_bound(py, &out).unbind())
     }
 
@@ -495,7 +492,7 @@ impl Search {
     ) -> PyResult<Outcome> {
         let mut ids0 = Vec::new();
         self.store.compress(&key0, &mut ids0);
-        self.store.insert_new(&ids0, Store::hash(&ids0), u32::MAX);
+        self.store.insert_new(&ids0, Store::hash(&key0), u32::MAX);
         let mut frontier: Vec<u32> = vec![0];
         let mut o = Outcome {
             transitions: 0,
@@ -615,7 +612,7 @@ impl Search {
                                 key
                             };
                             self.store.compress(&key, &mut ids);
-                            h = Store::hash(&ids);
+                            h = Store::hash(&key);
                         }
                         if self.store.contains(&ids, h) {
                             continue;

@@ -53,15 +53,6 @@ fn spread(h32: u32) -> u64 {
     (h32 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-#[inline]
-fn hash_ids(ids: &[u32]) -> u64 {
-    // FxHash-style mixing of the chunk ids.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for &x in ids {
-        h = (h.rotate_left(5) ^ x as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    h ^ (h >> 29)
-}
 
 impl Store {
     pub fn new(key_len: usize) -> Self {
@@ -111,10 +102,36 @@ impl Store {
         ids_of(&self.pages, self.nchunks, sid)
     }
 
-    /// The index hash of a state's chunk ids (for `contains` and `insert_new`).
+    /// The index hash of a state, from its key bytes (for `contains*`, `insert_new`).
     #[inline]
-    pub fn hash(ids: &[u32]) -> u64 {
-        hash_ids(ids)
+    pub fn hash(key: &[u8]) -> u64 {
+        let mut h: u64 = 0x243F_6A88_85A3_08D3;
+        let mut words = key.chunks_exact(8);
+        for w in &mut words {
+            let x = u64::from_le_bytes(w.try_into().unwrap());
+            h = (h ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+        }
+        for &b in words.remainder() {
+            h = (h ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+        }
+        h ^= h >> 32;
+        h.wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ (h >> 29)
+    }
+
+    /// Is the state with these key bytes stored? (No chunk lookups: the stored
+    /// candidates are decoded through the chunk table and compared.)
+    pub fn contains_key(&self, key: &[u8], h: u64) -> bool {
+        let h32 = h as u32;
+        self.index
+            .find(spread(h32), |&(s, x)| {
+                x == h32
+                    && self
+                        .state_ids(s)
+                        .iter()
+                        .enumerate()
+                        .all(|(c, &id)| self.chunks[id as usize] == chunk_at(key, c))
+            })
+            .is_some()
     }
 
     pub fn contains(&self, ids: &[u32], h: u64) -> bool {
