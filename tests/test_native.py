@@ -223,3 +223,23 @@ def test_cli_engine_flags_validated() -> None:
                             *args], capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and needle in r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_mutation_testing_kills_the_same_mutants_on_both_engines() -> None:
+    """Mutants rewrite the Python model; the native engine learns from the rewritten
+    code, so every mutant gets the same verdict, invariant, depth and states."""
+    from kvmctx.engines import mutation as MT
+
+    picked = {s.id for s in MT.generate("upstream-6.14") if s.kind == "flag"}
+    picked |= {s.id for s in MT.generate("upstream-6.14") if s.kind == "drop"
+               and s.module == MT.HOST_MODULE}
+
+    def run(engine: str) -> dict[str, tuple]:
+        rep = MT.mutation_test("upstream-6.14", "small", jobs=2, max_states=3000,
+                               only=lambda s: s.id in picked, engine=engine)
+        return {r.spec.id: (r.verdict, r.invariant, r.depth, r.states, r.killed_at)
+                for r in rep.results}
+
+    native, python = run("native"), run("python")
+    assert native == python
+    assert sum(v[0] == "killed" for v in native.values()) >= 3

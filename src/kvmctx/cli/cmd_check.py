@@ -366,6 +366,7 @@ def register_mutation(app: typer.Typer) -> None:
         kinds: str = typer.Option("drop,swap,flag", help="Mutant kinds to run."),
         output: Path | None = typer.Option(None, "-o", "--output", help="Write JSON here."),
         json_out: bool = typer.Option(False, "--json"),
+        engine: str = typer.Option("auto", help="Checker engine: auto, native or python."),
     ) -> None:
         """Generate faulty variants of a policy (dropped statements, swapped steps,
         flipped host flags) and report how many the checker kills at the bounds."""
@@ -380,6 +381,8 @@ def register_mutation(app: typer.Typer) -> None:
             fail(str(e))
         if bounds not in CK.BOUNDS:
             fail(f"unknown bounds {bounds!r}; valid: {', '.join(CK.BOUNDS)}")
+        if engine not in EN.ENGINES:
+            fail(f"--engine {engine!r}; valid: {', '.join(EN.ENGINES)}")
         want = {k.strip() for k in kinds.split(",") if k.strip()}
         if not want or not want <= {"drop", "swap", "flag"}:
             fail(f"--kinds must be a comma list of drop, swap, flag; got {kinds!r}")
@@ -394,7 +397,8 @@ def register_mutation(app: typer.Typer) -> None:
 
         rep = MT.mutation_test(policy, bounds, jobs=n, max_states=max_states,
                                only=lambda s: s.kind in want,
-                               explanations=MT.EXPLANATIONS.get(policy), progress=prog)
+                               explanations=MT.EXPLANATIONS.get(policy), progress=prog,
+                               engine=engine)
         data = rep.as_json()
         if output is not None:
             import json

@@ -230,7 +230,7 @@ def generate(policy_name: str = "upstream-6.14") -> list[MutantSpec]:
 
 
 def executed_lines(policy_name: str, bounds_name: str, max_states: int = 60_000,
-                   sim_events: int = 30_000) -> set[tuple[str, int]]:
+                   sim_events: int = 30_000, engine: str = "auto") -> set[tuple[str, int]]:
     """(file, line) executed by the unmutated policy: a bounded checker run at
     the bounds plus a simulation with every feature the policy supports."""
     from kvmctx import api
@@ -257,7 +257,7 @@ def executed_lines(policy_name: str, bounds_name: str, max_states: int = 60_000,
         b = CK.adapt_bounds(CK.BOUNDS[bounds_name], pol.supports)[0]
         # Every distinct path of every step runs in Python once on either engine (the
         # native one learns from them), so both reach the same lines.
-        EN.check(Model(b.config(), pol), b, max_states=max_states)
+        EN.check(Model(b.config(), pol), b, max_states=max_states, engine=engine)
         for sc in ("default", "kvm-stress", "hpc-sve", "crypto-host", "fp-stress", "sme-host"):
             api.run(pol, sc, seed=3, events=sim_events // 4)
     finally:
@@ -319,8 +319,8 @@ def build(spec: MutantSpec, policy_name: str) -> Any:
     return dataclasses.replace(mutated, name=name)
 
 
-def run_one(args: tuple[MutantSpec, str, str, int]) -> MutantResult:
-    spec, policy_name, bounds_name, max_states = args
+def run_one(args: tuple[MutantSpec, str, str, int, str]) -> MutantResult:
+    spec, policy_name, bounds_name, max_states, engine = args
     from kvmctx.engines import checker as CK
     from kvmctx.engines import engine as EN
     from kvmctx.model.machine import Model
@@ -329,7 +329,7 @@ def run_one(args: tuple[MutantSpec, str, str, int]) -> MutantResult:
     try:
         pol = build(spec, policy_name)
         b = CK.adapt_bounds(CK.BOUNDS[bounds_name], pol.supports)[0]
-        res = EN.check(Model(b.config(), pol), b, max_states=max_states)
+        res = EN.check(Model(b.config(), pol), b, max_states=max_states, engine=engine)
     except Exception as e:  # the fault broke the model: an assertion, a bad index...
         tb = traceback.extract_tb(e.__traceback__)[-1]
         return MutantResult(spec, "crashed", message=f"{type(e).__name__}: {e} "
@@ -347,7 +347,7 @@ def run_one(args: tuple[MutantSpec, str, str, int]) -> MutantResult:
             continue
         try:
             ob = CK.adapt_bounds(CK.BOUNDS[other], pol.supports)[0]
-            r2 = EN.check(Model(ob.config(), pol), ob, max_states=max_states)
+            r2 = EN.check(Model(ob.config(), pol), ob, max_states=max_states, engine=engine)
         except Exception as e:  # noqa: BLE001 - reported, not fatal
             out.killed_at.append(f"{other}: crashed ({type(e).__name__})")
             continue
@@ -384,14 +384,14 @@ def mutation_test(policy_name: str = "upstream-6.14", bounds_name: str = "standa
                   jobs: int = 1, max_states: int = 4_000_000,
                   only: Callable[[MutantSpec], bool] | None = None,
                   explanations: dict[str, str] | None = None,
-                  progress: Callable[[int, int, MutantResult], None] | None = None
-                  ) -> MutationReport:
+                  progress: Callable[[int, int, MutantResult], None] | None = None,
+                  engine: str = "auto") -> MutationReport:
     from kvmctx.policies import mutants as MU
 
     MU.names()  # registers the host-* bounds that ALSO_BOUNDS names
     t0 = time.perf_counter()
     specs = [s for s in generate(policy_name) if only is None or only(s)]
-    hits = executed_lines(policy_name, bounds_name)
+    hits = executed_lines(policy_name, bounds_name, engine=engine)
     files: dict[str, str] = {}
     report = MutationReport(policy_name, bounds_name)
     todo: list[MutantSpec] = []
@@ -405,7 +405,7 @@ def mutation_test(policy_name: str = "upstream-6.14", bounds_name: str = "standa
                     "these bounds or the feature simulation"))
                 continue
         todo.append(s)
-    args = [(s, policy_name, bounds_name, max_states) for s in todo]
+    args = [(s, policy_name, bounds_name, max_states, engine) for s in todo]
     done = 0
     ctx = mp.get_context("fork")
     with ctx.Pool(max(1, jobs), maxtasksperchild=1) as pool:
