@@ -98,9 +98,7 @@ def main() -> None:
     reads = {"enabled": 0, "apply": 0, "recover": 0}
     one_cpu = 0
     pos = ck.budget_pos
-    slot_of = {kind: pos[cls] for kind, cls in
-               [*CK._ACTION_BUDGET.items(), *((k, sp.budget) for k, sp in m.ext_actions.items())]
-               if cls in pos}
+    slot_of = ck.budget_slots()
     switch_slot = pos.get("switch", -1)
     key0 = canon.key(m.new_state()) + ck.budget_init
     ids = {key0: 0}

@@ -334,6 +334,18 @@ struct Outcome {
     peak: f64,
 }
 
+impl Outcome {
+    /// Stop at violation `vio` on a transition out of state `sid` (one level deeper).
+    fn violated(&mut self, vio: i32, sid: u32) {
+        self.vio = vio;
+        self.vio_parent = sid as i64;
+        self.depth += 1;
+        self.complete = false;
+        self.stop = "violation".into();
+        self.peak = self.peak.max(rss_mb());
+    }
+}
+
 #[pymethods]
 impl Search {
     #[new]
@@ -578,12 +590,7 @@ impl Search {
                             continue;
                         }
                         if su.vio >= 0 {
-                            o.vio = su.vio;
-                            o.vio_parent = sid as i64;
-                            o.depth += 1;
-                            o.complete = false;
-                            o.stop = "violation".into();
-                            o.peak = o.peak.max(rss_mb());
+                            o.violated(su.vio, sid);
                             return Ok(o);
                         }
                         self.merged += 1;
@@ -626,12 +633,7 @@ impl Search {
                             sc.raw = raw;
                         }
                         if rv >= 0 {
-                            o.vio = rv;
-                            o.vio_parent = sid as i64;
-                            o.depth += 1;
-                            o.complete = false;
-                            o.stop = "violation".into();
-                            o.peak = o.peak.max(rss_mb());
+                            o.violated(rv, sid);
                             return Ok(o);
                         }
                         let new = self.store.insert_new(&ids, h, sid);

@@ -344,6 +344,14 @@ class Checker:
 
     # A checker state is the canonical model bytes followed by the remaining budgets.
 
+    def budget_slots(self) -> dict[int, int]:
+        """Action kind -> index of the budget it spends (kinds without one left out);
+        a switch spends "switch" only when a running thread is switched out."""
+        pos = self.budget_pos
+        return {kind: pos[cls] for kind, cls in
+                [*_ACTION_BUDGET.items(), *((k, sp.budget) for k, sp in self.m.ext_actions.items())]
+                if cls in pos}
+
     def successors(self, key: bytes) -> list[tuple[tuple[int, int, int], list[int], bytes]]:
         """(action, successor model state, successor budgets) for every enabled action."""
         m = self.m
@@ -389,9 +397,7 @@ class Checker:
         pos = self.budget_pos
         # budget_class() folded into per-kind budget slots (-1: no budget to spend);
         # a switch spends one only when a running thread is switched out.
-        slot_of = {kind: pos[cls] for kind, cls in
-                   [*_ACTION_BUDGET.items(), *((k, sp.budget) for k, sp in m.ext_actions.items())]
-                   if cls in pos}
+        slot_of = self.budget_slots()
         switch_slot = pos.get("switch", -1)
         cur = m.cur
         t0 = time.perf_counter()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kvmctx.engines.checker import _ACTION_BUDGET, Checker, CheckResult
+from kvmctx.engines.checker import Checker, CheckResult
 from kvmctx.engines.learn import Learner, Unsupported
 from kvmctx.model.machine import SCHED
 
@@ -51,9 +51,7 @@ class NativeChecker(Checker):
     def _search(self) -> Any:
         m = self.m
         pos = self.budget_pos
-        slot = {kind: pos[cls] for kind, cls in
-                [*_ACTION_BUDGET.items(), *((k, sp.budget) for k, sp in m.ext_actions.items())]
-                if cls in pos}
+        slot = self.budget_slots()
         slot_of = [-1] * (max(slot, default=0) + 1)
         for kind, i in slot.items():
             slot_of[kind] = i
