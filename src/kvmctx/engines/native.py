@@ -25,7 +25,8 @@ try:
     from kvmctx import _native
 except ImportError as e:  # pragma: no cover - exercised when the build is missing
     _native = None
-    IMPORT_ERROR = str(e)
+    IMPORT_ERROR = ("kvmctx._native is missing: `pip install .` builds it where a Rust "
+                    "toolchain (cargo) is installed" if "_native" in str(e) else str(e))
 else:
     IMPORT_ERROR = ""
 
