@@ -55,10 +55,11 @@ def test_catalogue_command_lists_every_entry_found():
     assert all(x["found"] for x in rows), [x["mutant"] for x in rows if not x["found"]]
     assert r.returncode == 0
     numbers = {x["catalogue"] for x in rows}
-    assert {1, 2, 3, 4, 5, 17, 18, 19, 20, 22, 23, 24, 25} <= numbers
+    assert {1, 2, 3, 4, 5, 13, 14, 16, 17, 18, 19, 20, 22, 23, 24, 25, 26, 27} <= numbers
 
 
-HOST = ["pm-keeps-binding", "hotplug-keeps-binding", "exec-cpu-zero", "sigreturn-skips-fpsimd"]
+HOST = ["pm-keeps-binding", "hotplug-keeps-binding", "exec-cpu-zero", "sigreturn-skips-fpsimd",
+        "fpmr-before-svcr", "exec-keeps-fpmr"]
 
 
 @pytest.mark.parametrize("name", HOST)
@@ -70,7 +71,8 @@ def test_host_lifecycle_mutant_is_found_with_the_expected_invariant(name):
     assert recs[-1].violations
 
 
-@pytest.mark.parametrize("bounds", ["host-pm", "host-hotplug", "host-exec", "host-signals"])
+@pytest.mark.parametrize("bounds", ["host-pm", "host-hotplug", "host-exec", "host-signals",
+                                    "host-fpmr", "kvm-reset"])
 def test_upstream_is_clean_with_each_lifecycle_feature(bounds):
     from kvmctx import policies as P
 

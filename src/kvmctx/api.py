@@ -104,6 +104,10 @@ def adapt_workload(policy: Policy, w: Workload, explicit: dict[str, Any]
                              "(asked for with --host-life); see 'kvmctx policies'")
         w = replace(w, host_life=0.0)
         notes.append(f"{policy.name} has no host lifecycle events: left out")
+    for feat, knob in (("vcpu-reset", "vcpu_reset"), ("one-reg", "one_reg"), ("fpmr", "fpmr")):
+        if feat in missing:
+            w = replace(w, **{knob: 0.0})
+            notes.append(f"{policy.name} cannot model {feat}: left out")
     if "kernel-neon" in missing:
         w = replace(w, tasks=tuple(replace(t, kneon=False) for t in w.tasks))
         notes.append(f"{policy.name} has no task kernel-mode NEON: left out")

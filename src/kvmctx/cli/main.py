@@ -164,6 +164,11 @@ def run(
     host_life: float | None = typer.Option(None, help="Chance per host EL0/idle decision of "
                                                       "a signal, ptrace write, execve, CPU "
                                                       "PM or hotplug cycle."),
+    vcpu_reset: float | None = typer.Option(None, help="Chance per run-loop top that a PSCI "
+                                                       "CPU_ON reset of the vCPU is pending."),
+    one_reg: float | None = typer.Option(None, help="Chance the VMM's next ioctl is "
+                                                    "KVM_SET_ONE_REG of an FP register."),
+    fpmr: float | None = typer.Option(None, help="Chance a host task's FP use writes FPMR."),
     cost_profile: str | None = typer.Option(None, help="Built-in profile name or TOML path."),
     no_invariants: bool = typer.Option(False, "--no-invariants", help="Skip invariant checks."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -175,7 +180,8 @@ def run(
                    preempt=preempt, migrate=migrate, exit_user=exit_user,
                    guest_fp_pattern=guest_fp_pattern, sysregs=sysregs,
                    vhe=False if nvhe else None, host_life=host_life, svl=svl, vmm_sve=vmm_sve,
-                   guest_aarch32=True if guest_aarch32 else None)
+                   guest_aarch32=True if guest_aarch32 else None, vcpu_reset=vcpu_reset,
+                   one_reg=one_reg, fpmr=fpmr)
     if events is not None and events < 0:
         fail(f"--events must be >= 0, got {events}")
     if seed < 0:

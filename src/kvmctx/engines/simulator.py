@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvmctx.model import counters as C
+from kvmctx.model.feat.fpmr import USER_FPMR
 from kvmctx.model.feat.sme import USER_SME, USER_SMSTOP
 from kvmctx.model.feat.sysregs import GSR_WRITE, HOST_TLS, SR_EMULATE
+from kvmctx.model.feat.vcpu_reset import PSCI_CPU_ON, SET_ONE_REG
 from kvmctx.model.flow import EXIT_KERNEL, EXIT_USER, K_GUEST, K_IDLE, K_STEP, K_USER
 from kvmctx.model.machine import (
     GEXIT,
@@ -116,6 +118,10 @@ class Simulator:
         self.fp_truth: list[list[bool]] = [[] for _ in range(m.nvcpu)]
         self.record_truth = False
         self.sysregs = "sysregs" in model.config.features
+        feats = model.config.features
+        self.vcpu_reset = "vcpu-reset" in feats and workload.vcpu_reset > 0
+        self.one_reg = "one-reg" in feats and workload.one_reg > 0
+        self.fpmr = "fpmr" in feats and workload.fpmr > 0
         # Host lifecycle features on (signals, ptrace, exec, PM, hotplug): their
         # enabled-action callbacks, asked at host EL0 and idle decisions.
         from kvmctx.model import features as F
@@ -282,6 +288,9 @@ class Simulator:
                 if r < w.vmm_fp:
                     sve = w.vmm_sve and rnd() < w.vmm_sve
                     self._apply((USVE if sve else UFP, k, 0))
+                elif self.one_reg and rnd() < w.one_reg:
+                    self._apply((SET_ONE_REG, k, 0))
+                    self._settle(k)
                 else:
                     self._apply((KVMRUN, k, 0))
                     self._settle(k)
@@ -297,6 +306,8 @@ class Simulator:
                         self._apply((USER_SMSTOP if stop else USER_SME, k, 0))
                     elif self.t_sve[t] and rnd() < self.t_sve[t]:
                         self._apply((USVE, k, 0))
+                    elif self.fpmr and rnd() < w.fpmr:
+                        self._apply((USER_FPMR, k, 0))
                     else:
                         self._apply((UFP, k, 0))
                 elif self.sysregs and r > 0.97:
@@ -315,6 +326,10 @@ class Simulator:
             self.block[t] = False
             if self._switch(k, t, True):
                 return
+        if pc == m.L_TOP and self.vcpu_reset and rnd() < w.vcpu_reset:
+            v = vcpu_of[t]
+            if not s[m.reset_pending[v]]:
+                self._apply((PSCI_CPU_ON, v, 0))   # served by the STEP below
         if pc == m.L_TOP:
             # The coming run segment is decided before the entry, so a design that
             # predicts (or the perfect predictor, through oracle_hint) acts on it.

@@ -28,6 +28,9 @@ FEATURES = (
     "guest-vl",      # the guest programs a smaller SVE VL (ZCR_EL1)
     "exit-user",     # guest exits that return to the VMM's userspace
     "vfp-subarch",   # arm32 VFP subarchitecture: FPEXC.EX with FPINST/FPINST2 pending
+    "vcpu-reset",    # PSCI CPU_ON resets a vCPU (KVM_REQ_VCPU_RESET in the run loop)
+    "one-reg",       # KVM_SET_ONE_REG / KVM_GET_ONE_REG of FP and SVE registers
+    "fpmr",          # FEAT_FPMR: FPMR saved/loaded with the FP state, tasks and guests
 )
 
 DEFAULT_VL = 128  # bits; FPSIMD-only contexts are modelled at VL128

@@ -38,8 +38,11 @@ EAGER_WASTED = 27      # ... and the guest then did not touch FP before exiting
 HOST_SME_TRAPS = 28    # host EL0 SME access trap (do_sme_acc)
 ZA_SAVES = 29          # the subset of SAVES that wrote ZA/ZT0 (SME)
 ZA_RESTORES = 30
+VCPU_RESETS = 31       # kvm_reset_vcpu() image resets (PSCI CPU_ON, KVM_SET_ONE_REG)
+ONE_REG_WRITES = 32    # KVM_SET_ONE_REG writes of FP/SVE registers
+FPMR_WRITES = 33       # FPMR writes at EL0 or in a guest (FEAT_FPMR)
 
-N = 31
+N = 34
 
 NAMES = (
     "guest_fp_traps", "host_sve_traps", "saves", "restores", "bytes_saved",
@@ -48,7 +51,7 @@ NAMES = (
     "sysreg_saves", "sysreg_restores", "sve_saves", "sve_restores", "guest_fp_uses",
     "guest_entries", "syscalls", "migrations", "host_fp_uses", "signals",
     "sysreg_traps", "eager_restores", "eager_wasted", "host_sme_traps", "za_saves",
-    "za_restores",
+    "za_restores", "vcpu_resets", "one_reg_writes", "fpmr_writes",
 )
 assert len(NAMES) == N
 

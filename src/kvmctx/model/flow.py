@@ -194,8 +194,12 @@ def build_program(policy: Policy, kernel_neon_preemptible: bool,
                 preempt=True, where="virt/kvm/kvm_main.c: vcpu_load"), "RUN")
     _hook(P, "vcpu_load", policy.vcpu_load, GAP_SOFTIRQ, first_gap=GAP_NONE)
     _hook(P, "vcpu_load", sysreg_load, GAP_SOFTIRQ)
-    # Fall through to the loop top.
-    P.add(Point("run loop: enter the guest", K_REST, fn=st_enter_irqoff, sirq=True,
+    # Fall through to the loop top. Features may add request checks there
+    # (check_vcpu_requests(), preemptible, IRQs on): a check returns a label to
+    # branch to, or None to go on and enter.
+    top = extra.get("loop_top", ())
+    P.add(Point("run loop: check_vcpu_requests(), enter the guest" if top else
+                "run loop: enter the guest", K_REST, fn=_with_requests(top), sirq=True,
                 preempt=True, where="arch/arm64/kvm/arm.c: kvm_arch_vcpu_ioctl_run"), "TOP")
     _hook(P, "ctxflush", policy.ctxflush, GAP_NONE, irqs_off=True)
     _hook(P, "guest_entry", policy.guest_entry, GAP_NONE, irqs_off=True)
@@ -231,4 +235,56 @@ def build_program(policy: Policy, kernel_neon_preemptible: bool,
     _hook(P, "vcpu_load", policy.vcpu_load, GAP_SOFTIRQ, first_gap=GAP_NONE)
     _hook(P, "vcpu_load", sysreg_load, GAP_SOFTIRQ)
     P.add(Point("finish_task_switch(): resume", K_STEP, fn=st_sched_in_resume))
+    reset = extra.get("vcpu_reset", ())
+    if reset:
+        _reset_segment(P, policy, reset, sysreg_load, sysreg_put)
     return P
+
+
+def _with_requests(checks: tuple[Step, ...]):
+    if not checks:
+        return st_enter_irqoff
+
+    def st_top(m, s, k, t):
+        """check_vcpu_requests(), then (no request to serve) enter the guest."""
+        for st in checks:
+            nxt = st.fn(m, s, k, t)
+            if nxt is not None:
+                return nxt
+        return st_enter_irqoff(m, s, k, t)
+
+    return st_top
+
+
+def st_reset_done(m, s, k, t):
+    """kvm_reset_vcpu() returns (preempt_enable()); back to the run loop's top."""
+    return m.L_TOP
+
+
+def _reset_segment(P: Program, policy: Policy, reset: tuple[Step, ...],
+                   sysreg_load: tuple[Step, ...], sysreg_put: tuple[Step, ...]) -> None:
+    """kvm_reset_vcpu() called from the run loop (KVM_REQ_VCPU_RESET), label VRESET.
+
+    From e761a927bc9a (v5.0) it runs with preemption disabled and IRQs on: a
+    loaded vCPU is put (kvm_arch_vcpu_put), its image reset, and loaded again;
+    softirqs may land between the three. Before it, the image was reset in
+    preemptible context with the vCPU still loaded (HostConfig.reset_puts_vcpu).
+    """
+    P.labels["VRESET"] = len(P.points)
+    hook = "kvm_reset_vcpu"
+    if policy.host.reset_puts_vcpu:
+        _hook(P, hook, policy.vcpu_put, GAP_SOFTIRQ, first_gap=GAP_NONE)
+        _hook(P, hook, sysreg_put, GAP_SOFTIRQ)
+        P.add(Point("kvm_arch_vcpu_put(): vcpu->cpu = -1", K_STEP, fn=st_put_epilogue,
+                    where="arch/arm64/kvm/arm.c: kvm_arch_vcpu_put", hook=hook))
+        _hook(P, hook, reset, GAP_SOFTIRQ)
+        P.add(Point("kvm_arch_vcpu_load(): vcpu->cpu = cpu", K_STEP, fn=st_vcpu_load_prologue,
+                    sirq=True, where="arch/arm64/kvm/reset.c: kvm_reset_vcpu", hook=hook))
+        _hook(P, hook, policy.vcpu_load, GAP_SOFTIRQ, first_gap=GAP_NONE)
+        _hook(P, hook, sysreg_load, GAP_SOFTIRQ)
+    else:
+        _hook(P, hook, reset, GAP_PREEMPT)
+    puts = policy.host.reset_puts_vcpu
+    P.add(Point("kvm_reset_vcpu() done: preempt_enable()" if puts else
+                "kvm_reset_vcpu() returns", K_STEP, fn=st_reset_done, sirq=True,
+                preempt=not puts, where="arch/arm64/kvm/reset.c: kvm_reset_vcpu", hook=hook))

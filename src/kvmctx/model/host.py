@@ -75,6 +75,21 @@ class HostConfig:
     # flushes the CPU state (SMSTOP) *before* loading its kernel FPSIMD state;
     # before it, the SMSTOP came after the load and zeroed it (catalogue 15).
     kernel_state_flush_first: bool = True
+    # e761a927bc9a (v5.0): kvm_reset_vcpu() puts a loaded vCPU (preemption off)
+    # before it resets the image, and loads it again after; before it, the image
+    # was reset under a loaded vCPU whose state could be live (feature vcpu-reset).
+    reset_puts_vcpu: bool = True
+    # 6826c6849b46 (v5.15): KVM_{GET,SET}_ONE_REG serve a pending KVM_REQ_VCPU_RESET
+    # before they touch the registers (feature one-reg).
+    one_reg_serves_reset: bool = True
+    # e5fa85fce08b: task_fpsimd_load() writes FPMR after SVCR (a PSTATE.SM change
+    # zeroes FPMR); before it, FPMR came first (feature fpmr).
+    fpmr_after_svcr: bool = True
+    # a90878f297d3: execve (fpsimd_flush_thread) resets FPMR (feature fpmr).
+    exec_resets_fpmr: bool = True
+    # 128a7494a9f1: an NT_ARM_SVE write sets TIF_SVE on every SVE system; before it
+    # (from 9f8bf718f292) only when the system supports SME (feature ptrace).
+    ptrace_sve_sets_tif_sve: bool = True
 
     # Seed 000 patch 0.9 (RFC, 2018), as posted: fpsimd_thread_switch() asks
     # whether *current's* state is foreign instead of next's.
@@ -137,6 +152,8 @@ def fpsimd_save_user_state(m, s: list[int], k: int) -> None:
         m.violate("no-bug", "fpsimd_save_user_state(): TIF_FOREIGN_FPSTATE is clear but the "
                   "CPU binding is empty (NULL dereference)", k, (cur,))
         return
+    if m.has_fpmr:
+        s[m.mem_fpmr[c]] = s[m.fpmr[k]]   # *(last->fpmr) = read_sysreg_s(SYS_FPMR)
     hc = m.hc
     if hc.bound_state_format:
         ts = s[m.to_save[k]]
@@ -230,6 +247,14 @@ def load_state(m, s: list[int], k: int, c: int, sve: bool, vl: int) -> None:
 
 
 def task_fpsimd_load(m, s: list[int], k: int, t: int) -> None:
+    if m.has_fpmr and not m.hc.fpmr_after_svcr:
+        s[m.fpmr[k]] = s[m.mem_fpmr[t]]   # before e5fa85fce08b: FPMR first, then SVCR
+    _task_fpsimd_load(m, s, k, t)
+    if m.has_fpmr and m.hc.fpmr_after_svcr:
+        s[m.fpmr[k]] = s[m.mem_fpmr[t]]   # e5fa85fce08b: FPMR after SVCR
+
+
+def _task_fpsimd_load(m, s: list[int], k: int, t: int) -> None:
     if m.hc.fp_type_tracking:
         streaming = m.has_sme and s[m.svcr_sm[t]]
         if s[m.fp_type[t]] == FP_STATE_SVE:
@@ -417,6 +442,8 @@ def sme_smstop(m, s: list[int], k: int) -> None:
         s[m.sm[k]] = 0
         s[m.lo[k]] = ZERO
         s[m.hi[k]] = ZERO
+        if m.has_fpmr:
+            s[m.fpmr[k]] = ZERO   # a PSTATE.SM change zeroes FPMR
     s[m.za_on[k]] = 0
     s[m.za[k]] = ZERO
 
@@ -425,6 +452,8 @@ def sme_load(m, s: list[int], k: int, t: int) -> None:
     """task_fpsimd_load()'s SME part: streaming VL, SVCR from thread.svcr, then ZA."""
     if s[m.tif_sme[t]]:
         s[m.svl[k]] = m.task_svq[t]           # sme_set_vq()
+    if m.has_fpmr and s[m.sm[k]] != s[m.svcr_sm[t]]:
+        s[m.fpmr[k]] = ZERO                   # the SM change zeroes FPMR
     s[m.sm[k]] = s[m.svcr_sm[t]]              # write_sysreg_s(thread.svcr, SYS_SVCR)
     s[m.za_on[k]] = s[m.svcr_za[t]]
     if s[m.za_on[k]]:
@@ -466,6 +495,8 @@ def syscall_enter(m, s: list[int], k: int, t: int) -> None:
         s[m.want_lo[t]] = ZERO
         s[m.want_hi[t]] = ZERO
         s[m.want_sm[t]] = 0
+        if m.has_fpmr:
+            s[m.fpmr[k]] = s[m.want_fpmr[t]] = ZERO   # ... and FPMR (the SM change)
     if s[m.tif_sve[t]]:
         mode = m.hc.syscall_sve
         # The ABI lets the kernel zero the upper bits from here on (moot if zero).

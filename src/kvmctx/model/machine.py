@@ -140,6 +140,7 @@ class Model:
         self.nctx = self.sirq_ctx + 1
         self.has_sve = True
         self.has_sme = config.has("sme")
+        self.has_fpmr = config.has("fpmr")
 
         names = {0: "none", GARBAGE: "garbage"}
         for i, ts in enumerate(tasks, start=1):

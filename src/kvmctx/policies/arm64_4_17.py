@@ -78,7 +78,7 @@ POLICY = Policy(
             "iteration that used FP; the host kernel never knows whose state is live",
     host=H.HOST_4_17,
     # vCPU SVE arrived in v5.2: a v4.17 host cannot give a guest SVE.
-    supports=ALL_FEATURES - {"guest-sve", "sme"},
+    supports=ALL_FEATURES - {"guest-sve", "sme", "fpmr"},
     cpu_fields={"host_fpsimd": StateField(0, TAG_LO, stash=True)},
     guest_entry=(Step(activate_traps, "set CPTR_EL2.TFP", f"{SWITCH_C}: __activate_traps"),),
     hyp_fp_trap=fpsimd_guest_restore,

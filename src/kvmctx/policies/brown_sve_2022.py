@@ -128,7 +128,7 @@ def _policy(name: str, discard: bool) -> Policy:
                 "the syscall fast path, fp_state tri-state; vs upstream-6.14: host state "
                 "still saved lazily in hyp, ZCR not switched eagerly",
         host=host,
-        supports=ALL_FEATURES - {"sme"},
+        supports=ALL_FEATURES - {"sme", "fpmr"},
         vcpu_fields={"fp_state": StateField(FREE), "host_sve_enabled": StateField(0)},
         vcpu_load=(Step(load_fp, "fpsimd_kvm_prepare(); fp_state = HOST_OWNED; "
                                  "HOST_SVE_ENABLED from CPACR",

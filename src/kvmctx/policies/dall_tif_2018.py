@@ -105,7 +105,7 @@ POLICY = Policy(
             "flag never cleared, copy outside the IRQ-off region)",
     host=H.HOST_4_17.but(era="v4.16 + seed 000 patch 0.9 (as meant)", bind_warn="&&",
                          bind_sets_state_cpu=True),
-    supports=ALL_FEATURES - {"sve", "guest-sve", "guest-vl", "sme"},
+    supports=ALL_FEATURES - {"sve", "guest-sve", "guest-vl", "sme", "fpmr"},
     thread_fields={"kvm_guest_fpstate": StateField(0)},
     vcpu_fields={"host_fpsimd_state": StateField(0, TAG_LO, stash=True)},
     guest_entry=(Step(activate_traps, "trap FP if !TIF_KVM_GUEST_FPSTATE || TIF_FOREIGN",

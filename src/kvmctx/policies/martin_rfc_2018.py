@@ -103,7 +103,7 @@ def _policy(name: str, warn: str, posted: bool) -> Policy:
                                 if posted else "; WARN as meant (&&)"),
         host=H.HOST_4_17.but(era="v4.16 + seed 000 patch 0.9", bind_warn=warn,
                              switch_tests_prev=posted, bind_sets_state_cpu=True),
-        supports=ALL_FEATURES - {"sve", "guest-sve", "guest-vl", "sme"},
+        supports=ALL_FEATURES - {"sve", "guest-sve", "guest-vl", "sme", "fpmr"},
         vcpu_fields={"host_state": StateField(0), "guest_loaded": StateField(0)},
         ctxflush=(Step(run_loop_flags, "host_fpsimd_state = live?; guest_fpsimd_loaded = "
                                        "!fpsimd_foreign_fpstate(guest)", ARM_C),),

@@ -99,11 +99,6 @@ NOT_EXPRESSED.update({
         "host-life)",
     11: _SIG_SVE + "; and forged sigreturn frames",
     12: _SIG_SVE + "; and ZA storage allocation (the model's tasks always have storage)",
-    13: "needs the !SME ptrace SVE write path that leaves TIF_SVE clear with an SVE image "
-        "(the model's NT_ARM_SVE write sets both, as fixed)",
-    14: "needs FPMR (FEAT_FPMR) and its reset on a PSTATE.SM change: the register is "
-        "outside the banks the model tags",
-    16: "needs FPMR (FEAT_FPMR), a register outside the FPSIMD/SVE banks the model tags",
     21: "needs trap-control writes pending an ISB (a CPACR.SMEN write takes effect only "
         "after a context synchronisation event); the model's trap writes take effect at once",
 })

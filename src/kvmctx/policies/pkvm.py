@@ -27,7 +27,7 @@ from kvmctx.model import counters as C
 from kvmctx.model import host as H
 from kvmctx.model.flow import K_GUEST
 from kvmctx.model.layout import TAG_HI, TAG_LO
-from kvmctx.model.values import OWNER_MASK
+from kvmctx.model.values import OWNER_MASK, ZERO
 from kvmctx.policies.base import Policy, StateField, Step
 from kvmctx.policies.upstream_6_14 import (
     FP_STATE_FREE,
@@ -64,6 +64,8 @@ def hyp_handle_fpsimd(m, s, k, t, v, sve):
         H.load_state(m, s, k, c, True, s[m.gvl[v]])
     else:
         H.load_state(m, s, k, c, False, 0)
+    if m.has_fpmr:
+        s[m.fpmr[k]] = s[m.mem_fpmr[c]]   # the guest's FPMR with its registers
     s[f["fp_owner"][k]] = FP_STATE_GUEST_OWNED
 
 
@@ -88,6 +90,11 @@ def fpsimd_sve_sync(m, s, k, t):
         s[m.mem_lo[c]] = s[m.lo[k]]
         s[m.fp_type[c]] = 0
         m.ctr[C.BYTES_SAVED] += m.fpsimd_bytes[c]
+    if m.has_fpmr:
+        # __vcpu_sys_reg(vcpu, FPMR) = read_sysreg_s(SYS_FPMR); the host's FPMR back
+        # from host_data (a host value: the VMM reloads its own, TIF_FOREIGN_FPSTATE set).
+        s[m.mem_fpmr[c]] = s[m.fpmr[k]]
+        s[m.fpmr[k]] = ZERO
     s[m.lo[k]] = s[f["hyp_host_fp"][k]]
     s[m.hi[k]] = s[f["hyp_host_sve"][k]]
     m.ctr[C.BYTES_RESTORED] += m.sve_bytes[t]

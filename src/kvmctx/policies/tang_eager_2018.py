@@ -103,7 +103,7 @@ def _policy(name: str, hyp: bool) -> Policy:
                 "lazy trap" + (" (inside hyp, IRQs masked)" if hyp else
                                " (at vcpu_load, also from the sched-in notifier)"),
         host=H.HOST_4_17,
-        supports=ALL_FEATURES - {"guest-sve", "guest-vl", "sme"},
+        supports=ALL_FEATURES - {"guest-sve", "guest-vl", "sme", "fpmr"},
         cpu_fields={"host_fpsimd": StateField(0, TAG_LO, stash=True)},
         vcpu_fields={"last_fpsimd_trap": StateField(0), "eager": StateField(0)},
         hyp_fp_trap=fpsimd_guest_restore,

@@ -125,7 +125,7 @@ POLICY = Policy(
             "TIF_FOREIGN_FPSTATE cleared, save at vcpu_put; vs upstream-6.14: the host save "
             "is lazy (in hyp, when FP_HOST) rather than unconditional at vcpu_load",
     host=H.HOST_4_18,
-    supports=ALL_FEATURES - {"guest-sve", "guest-vl", "sme"},
+    supports=ALL_FEATURES - {"guest-sve", "guest-vl", "sme", "fpmr"},
     vcpu_fields={"fp_enabled": _vf(), "fp_host": _vf(), "host_sve_in_use": _vf(),
                  "host_sve_enabled": _vf()},
     vcpu_load=(Step(load_fp, "flags: FP_HOST, HOST_SVE_IN_USE/ENABLED from TIF_SVE and CPACR",

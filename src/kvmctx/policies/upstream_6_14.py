@@ -75,6 +75,8 @@ def hyp_handle_fpsimd(m, s, k, t, v, sve):
         H.load_state(m, s, k, c, True, s[m.gvl[v]])
     else:
         H.load_state(m, s, k, c, False, 0)
+    if m.has_fpmr:
+        s[m.fpmr[k]] = s[m.mem_fpmr[c]]   # if (kvm_has_fpmr(...)) write_sysreg_s(FPMR)
     s[m.pf["fp_owner"][k]] = FP_STATE_GUEST_OWNED
 
 

@@ -183,6 +183,29 @@ _add(Scenario(
 ))
 
 _add(Scenario(
+    name="vcpu-lifecycle",
+    summary="guests that reset vCPUs (PSCI CPU_ON) and a VMM that saves/restores FP "
+            "registers with KVM_SET_ONE_REG; an FP8 host task writing FPMR",
+    source="issue 15 (items 4, 6); rates are choices, costs from costs.md where it has them",
+    description=(
+        "Two SVE vCPUs whose guests bring CPUs up and down: at 2% of run-loop tops a PSCI "
+        "CPU_ON reset is pending and kvm_reset_vcpu() puts, resets and reloads the vCPU "
+        "in the run loop; the VMM writes an FP register with KVM_SET_ONE_REG before 5% of "
+        "its KVM_RUN calls (save/restore, migration); a host task writes FPMR in 20% of "
+        "its FP uses (FP8 code). The resets are priced through the saves and restores "
+        "their put and load cause (the FP save/restore figures of costs.md); the PSCI "
+        "call, the image memset and the ONE_REG ioctl have no figure in costs.md and are "
+        "counted (vcpu_resets, one_reg_writes, fpmr_writes), not priced. Designs older "
+        "than v6.9 run it without FPMR."),
+    workload=Workload(
+        cpus=2,
+        tasks=(HostTask("fp8-task", cpu=0, fp=0.6),),
+        vcpus=_two_vcpus(sve=True, vl=256), guest_fp=0.5, guest_sve=0.5,
+        vcpu_reset=0.02, one_reg=0.05, fpmr=0.2,
+    ),
+))
+
+_add(Scenario(
     name="overcommit",
     summary="more vCPUs than CPUs: 4 vCPUs on 2 CPUs, frequent preemption",
     source="choice: 2x overcommit",

@@ -82,6 +82,14 @@ class Workload:
     # Host lifecycle events (signals, ptrace writes, execve, CPU PM and hotplug): per
     # decision of a host task at EL0 or an idle CPU, the chance that one happens.
     host_life: float = 0.0
+    # Issue 15 (features vcpu-reset, one-reg, fpmr). vcpu_reset: at each run-loop top of
+    # a vCPU thread, the chance another vCPU's PSCI CPU_ON (guest CPU hotplug, kexec) has
+    # made a reset pending; one_reg: VMM thread at EL0, the chance its next ioctl is
+    # KVM_SET_ONE_REG of an FP register rather than KVM_RUN (save/restore, migration);
+    # fpmr: a host task's FP use, the chance it writes FPMR (FP8 code).
+    vcpu_reset: float = 0.0
+    one_reg: float = 0.0
+    fpmr: float = 0.0
     notes: tuple[str, ...] = field(default=())
 
     def model_config(self, features: frozenset[str] | None = None,
@@ -115,6 +123,12 @@ class Workload:
             f.add("guest-sve")
         if self.sysregs:
             f.add("sysregs")
+        if self.vcpu_reset > 0:
+            f.add("vcpu-reset")
+        if self.one_reg > 0:
+            f.add("one-reg")
+        if self.fpmr > 0:
+            f.add("fpmr")
         if self.host_life > 0:
             f |= HOST_LIFE_FEATURES if self.cpus > 1 else HOST_LIFE_FEATURES - {"hotplug"}
         return frozenset(f)
@@ -172,7 +186,7 @@ KNOBS: dict[str, type] = {
     "migrate": float, "wake": float, "vmm_fp": float, "vmm_sve": float, "kneon_task": float,
     "wfx_block": float, "vl": int, "vcpus": int, "exit_user": float,
     "sysregs": str, "sysreg_write": float, "vhe": bool, "host_life": float, "svl": int,
-    "guest_aarch32": bool,
+    "guest_aarch32": bool, "vcpu_reset": float, "one_reg": float, "fpmr": float,
 }
 
 

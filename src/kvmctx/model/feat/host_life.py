@@ -50,6 +50,8 @@ PTRACE_SVE = 34
 def _garbage(m, s, k: int) -> None:
     s[m.lo[k]] = GARBAGE
     s[m.hi[k]] = GARBAGE
+    if m.has_fpmr:
+        s[m.fpmr[k]] = GARBAGE
     if m.has_sme:
         s[m.za[k]] = GARBAGE     # SVCR comes back with SM = ZA = 0
         s[m.sm[k]] = 0
@@ -145,6 +147,11 @@ def _exec(m, s, a) -> None:
     s[m.want_lo[t]] = ZERO
     s[m.want_hi[t]] = ZERO
     s[m.permit[t]] = 0
+    if m.has_fpmr:
+        # a90878f297d3: ... and thread.uw.fpmr; the new program's FPMR is zero.
+        if m.hc.exec_resets_fpmr:
+            s[m.mem_fpmr[t]] = ZERO
+        s[m.want_fpmr[t]] = ZERO
     if m.has_sme:
         # ... and TIF_SME, thread.svcr and ZA (the new program starts with SME off).
         s[m.tif_sme[t]] = 0
@@ -262,7 +269,8 @@ def _ptrace_sve(m, s, a) -> None:
     s[m.mem_zlo[u]] = x
     s[m.mem_hi[u]] = x
     s[m.fp_type[u]] = FP_STATE_SVE
-    s[m.tif_sve[u]] = 1
+    if m.hc.ptrace_sve_sets_tif_sve or m.has_sme:
+        s[m.tif_sve[u]] = 1   # (before 128a7494a9f1, only if system_supports_sme())
     s[m.want_lo[u]] = x
     s[m.want_hi[u]] = x
     s[m.permit[u]] = 0

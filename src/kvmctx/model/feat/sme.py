@@ -65,6 +65,8 @@ def _user_sme(m, s, a) -> None:
         H.fpsimd_restore_current_state(m, s, k, t)
     if not s[m.sm[k]]:
         s[m.sm[k]] = 1           # SM 0 -> 1 zeroes Z/P/FFR (overwritten below)
+        if m.has_fpmr:
+            s[m.fpmr[k]] = s[m.want_fpmr[t]] = ZERO   # ... and FPMR
     if not s[m.za_on[k]]:
         s[m.za_on[k]] = 1        # ZA 0 -> 1 zeroes ZA (overwritten below)
     # The task writes streaming Z/P and ZA: one new version of its state.
@@ -83,6 +85,8 @@ def _user_smstop(m, s, a) -> None:
         s[m.want_lo[t]] = ZERO
         s[m.want_hi[t]] = ZERO
         s[m.permit[t]] = 0
+        if m.has_fpmr:
+            s[m.want_fpmr[t]] = ZERO   # SM 1 -> 0 zeroes FPMR too
     H.sme_smstop(m, s, k)
     s[m.want_za[t]] = ZERO
     s[m.want_sm[t]] = 0
