@@ -37,7 +37,8 @@ def test_new_mutant_is_found_with_its_invariant_and_replays(name):
     assert recs[-1].violations
 
 
-@pytest.mark.parametrize("bounds", ["kvm-reset", "host-fpmr", "host-ptrace-sve"])
+@pytest.mark.parametrize("bounds", ["kvm-reset", "kvm-reset-fpmr", "host-fpmr",
+                                    "host-ptrace-sve"])
 @pytest.mark.parametrize("policy", ["upstream-6.14", "pkvm"])
 def test_fixed_designs_are_clean(policy, bounds):
     res, _, _ = run(P.get(policy), CK.BOUNDS[bounds])
@@ -186,3 +187,39 @@ def test_knobs_are_validated():
     assert validate_knob("vcpu_reset", "0.5") == 0.5
     with pytest.raises(ValueError):
         validate_knob("fpmr", 2)
+
+
+def test_nt_prfpreg_write_zero_pads_the_sve_image():
+    from kvmctx.model.feat import host_life as HL
+    from kvmctx.model.machine import USVE
+
+    m, s = _model("upstream-6.14", "host-ptrace-sve")
+    u = next(t for t in range(1, m.nthreads) if m.task_sve[t])
+    m.apply(s, (SCHED, 0, u))
+    m.apply(s, (STEP, 0, 0))
+    m.apply(s, (USVE, 0, 0))                     # SVE state with live upper bits
+    m.apply(s, (SCHED, 0, _vmm(m)))              # saved in SVE form, u stopped
+    assert s[m.mem_hi[u]] != ZERO
+    m.apply(s, (HL.PTRACE_FP, u, 0))
+    assert s[m.mem_hi[u]] == ZERO and s[m.want_hi[u]] == ZERO
+    assert s[m.mem_zlo[u]] == s[m.mem_lo[u]] == s[m.want_lo[u]]
+    m.apply(s, (SCHED, 0, u))                    # back at EL0: reloaded, upper bits zero
+    assert s[m.pc[u]] == m.L_USER and s[m.hi[0]] == ZERO
+    m.check_cpu(s, 0)
+    m.check_recoverable(s)
+    assert not m.vio
+
+
+def test_nt_arm_fpmr_write_reaches_the_task():
+    m, s = _model("upstream-6.14", "host-fpmr")
+    t1 = 1
+    running: set[int] = set()
+    out: list[tuple[int, int, int]] = []
+    FP._ptrace_enabled(m, s, running, out)
+    assert (FP.PTRACE_FPMR, t1, 0) in out
+    m.apply(s, (FP.PTRACE_FPMR, t1, 0))
+    x = s[m.want_fpmr[t1]]
+    assert x != ZERO and s[m.mem_fpmr[t1]] == x
+    m.apply(s, (SCHED, 0, t1))
+    m.apply(s, (STEP, 0, 0))                     # ret_to_user reloads FPMR
+    assert s[m.fpmr[0]] == x and not m.vio

@@ -22,6 +22,14 @@ register_bounds(Bounds(
                 "the vCPU is not loaded, softirq kernel-mode NEON, preemption; at most one "
                 "reset request, one SET_ONE_REG, one softirq, 2 switch-outs"))
 
+register_bounds(Bounds(
+    "kvm-reset-fpmr", cpus=1, fpsimd_tasks=1, sve_tasks=0, vcpus=1, vcpu_sve=True,
+    features=frozenset({"guest-sve", "softirq-neon", "preempt", "exit-user", "vcpu-reset",
+                        "one-reg", "fpmr"}),
+    budgets=(("one-reg", 1), ("softirq", 1), ("switch", 2), ("vcpu-reset", 1)),
+    description="kvm-reset with FPMR: the guest's and the tasks' FPMR saved, restored by "
+                "the hyp FP trap, reset by kvm_reset_vcpu() and read by KVM_GET_ONE_REG"))
+
 register(Mutant(
     name="reset-without-put", base="upstream-6.14", source="e761a927bc9a", catalogue=26,
     invariant="recoverability",
@@ -73,11 +81,13 @@ register(Mutant(
 
 register_bounds(Bounds(
     "host-fpmr", cpus=1, fpsimd_tasks=1, sve_tasks=0, sme_tasks=1, vcpus=1,
-    features=frozenset({"sme", "fpmr", "exec", "preempt", "exit-user", "softirq-neon"}),
-    budgets=(("exec", 1), ("softirq", 1), ("switch", 2)),
+    features=frozenset({"sme", "fpmr", "exec", "ptrace", "preempt", "exit-user",
+                        "softirq-neon"}),
+    budgets=(("exec", 1), ("ptrace", 1), ("softirq", 1), ("switch", 2)),
     description="1 CPU, 1 FPSIMD task that may execve, 1 SME task (streaming mode, ZA), a "
-                "VMM with 1 vCPU; FPMR written at EL0 and by the guest, saved and loaded with "
-                "the FP state; softirq kernel-mode NEON"))
+                "VMM with 1 vCPU; FPMR written at EL0, by the guest and by a debugger "
+                "(NT_ARM_FPMR, NT_PRFPREG), saved and loaded with the FP state; softirq "
+                "kernel-mode NEON"))
 
 register(Mutant(
     name="fpmr-before-svcr", base="upstream-6.14", source="e5fa85fce08b", catalogue=14,

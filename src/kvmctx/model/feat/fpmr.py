@@ -29,16 +29,19 @@ the model does it:
 Events: ``user-fpmr`` (kind 52), a task at EL0 writes FPMR (MSR FPMR; EL0 FP
 never traps in Linux); ``guest-fpmr`` (kind 53), the guest writes FPMR once
 its FP registers are live (a first FP access traps through the same handler
-as ``guest-fp``). Invariants: a task at EL0 and a guest with its FP trap off
+as ``guest-fp``); with ``ptrace`` on, ``ptrace-fpmr`` (kind 54): a debugger
+writes a stopped task's NT_ARM_FPMR (fpmr_set: thread.uw.fpmr, then
+fpsimd_flush_task_state). Invariants: a task at EL0 and a guest with its FP trap off
 read their latest FPMR; at rest every context's FPMR is in memory or live on
 the one CPU bound to it.
 
-Not modelled: the FPMR signal record and NT_ARM_FPMR (issue 15 items 1, 5).
+Not modelled: the FPMR signal record (issue 15 item 1).
 """
 
 from __future__ import annotations
 
 from kvmctx.model import counters as C
+from kvmctx.model import host as H
 from kvmctx.model.features import ActionSpec, Feature, register
 from kvmctx.model.flow import CHK_GUEST, CHK_USER, K_GUEST, K_USER
 from kvmctx.model.layout import CPU, CTX
@@ -47,6 +50,7 @@ from kvmctx.model.values import OWNER_BITS, ZERO
 TAG_FPMR = "tag_fpmr"
 USER_FPMR = 52
 GUEST_FPMR = 53
+PTRACE_FPMR = 54
 
 
 def _new_tag(m, s, c: int) -> int:
@@ -78,6 +82,25 @@ def _guest_fpmr(m, s, a) -> None:
     s[m.fpmr[k]] = x
     s[m.want_fpmr[c]] = x
     m.ctr[C.FPMR_WRITES] += 1
+
+
+def _ptrace_enabled(m, s, running, out) -> None:
+    if not m.config.has("ptrace"):
+        return
+    from kvmctx.model.feat.host_life import _stopped
+
+    for u in range(1, m.nthreads):
+        if _stopped(m, s, u, running):
+            out.append((PTRACE_FPMR, u, 0))
+
+
+def _ptrace_fpmr(m, s, a) -> None:
+    """fpmr_set(): thread.uw.fpmr = the debugger's value; fpsimd_flush_task_state()."""
+    u = a[1]
+    x = _new_tag(m, s, u)
+    s[m.mem_fpmr[u]] = x
+    s[m.want_fpmr[u]] = x
+    H.fpsimd_flush_task_state(m, s, u)
 
 
 def _check_cpu(m, s, k) -> None:
@@ -126,8 +149,12 @@ register(Feature(
         GUEST_FPMR: ActionSpec("guest-fpmr", _guest_fpmr, lambda m, s, a:
                                f"{m.name(m.vctx[m.vcpu_of[s[m.cur[a[1]]]]])}: guest writes "
                                "FPMR"),
+        PTRACE_FPMR: ActionSpec("ptrace-fpmr", _ptrace_fpmr, lambda m, s, a:
+                                f"debugger: PTRACE_SETREGSET NT_ARM_FPMR on stopped "
+                                f"{m.tname(a[1])}", budget="ptrace", cpu_arg=False),
     },
     enabled=_enabled,
+    enabled_global=_ptrace_enabled,
     check_cpu=_check_cpu,
     check_state=_check_state,
     banks=((TAG_FPMR, "want_fpmr"),),

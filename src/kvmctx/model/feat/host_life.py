@@ -24,7 +24,9 @@ and they are where the host's own FP bugs were (bug-catalogue.md entries
   not modelled).
 * ``ptrace`` (kinds 33, 34): a debugger writes a stopped task's FPSIMD
   (NT_PRFPREG) or SVE (NT_ARM_SVE) registers: a new latest value in its
-  saved image, its binding invalidated. A stopped task is one not running,
+  saved image, its binding invalidated. An NT_PRFPREG write zero-pads an SVE
+  image (fpr_set -> sve_sync_from_fpsimd_zeropad): the task resumes with zero
+  Z upper bits. (NT_ARM_FPMR is in the ``fpmr`` feature.) A stopped task is one not running,
   at EL0 or in a syscall. A written SVE state must be kept: the syscall's
   permission to discard the upper bits is gone (398edaa12f9c).
 """
@@ -253,12 +255,16 @@ def _new_value(m, s, u: int) -> int:
 def _ptrace_fp(m, s, a) -> None:
     u = a[1]
     x = _new_value(m, s, u)
-    # fpr_set(): the FPSIMD view; an SVE image keeps its upper bits.
-    if s[m.fp_type[u]] == FP_STATE_SVE:
+    # fpr_set(): the FPSIMD image; then sve_sync_from_fpsimd_zeropad(): a task with
+    # TIF_SVE gets an SVE image of V0-V31 padded with zeroes. Either way the task
+    # resumes with zero Z upper bits, P and FFR (the NT_PRFPREG write is a V write).
+    s[m.mem_lo[u]] = x
+    if s[m.tif_sve[u]] or s[m.fp_type[u]] == FP_STATE_SVE:
         s[m.mem_zlo[u]] = x
-    else:
-        s[m.mem_lo[u]] = x
+        s[m.mem_hi[u]] = ZERO
     s[m.want_lo[u]] = x
+    s[m.want_hi[u]] = ZERO
+    s[m.permit[u]] = 0
     H.fpsimd_flush_task_state(m, s, u)
 
 

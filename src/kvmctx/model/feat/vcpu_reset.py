@@ -193,10 +193,19 @@ def _get_check(m, s) -> None:
         else:
             why = ""
         sve = m.vcpu_sve[v]
-        if lo != want_lo or (sve and hi != want_hi):
-            got, want = (lo, want_lo) if lo != want_lo else (hi, want_hi)
-            m.violate("integrity", f"KVM_GET_ONE_REG on {m.name(c)} (not loaded) returns "
-                      f"{m.tagname(got)} from its saved image{why}, not its latest "
+        bad = None
+        if lo != want_lo:
+            bad = ("V0-V31", lo, want_lo)
+        elif sve and hi != want_hi:
+            bad = ("the Z upper bits/P/FFR", hi, want_hi)
+        elif m.has_fpmr:
+            want_fpmr = ZERO if why else s[m.want_fpmr[c]]
+            if s[m.mem_fpmr[c]] != want_fpmr:
+                bad = ("FPMR", s[m.mem_fpmr[c]], want_fpmr)
+        if bad is not None:
+            reg, got, want = bad
+            m.violate("integrity", f"KVM_GET_ONE_REG of {m.name(c)}'s {reg} (not loaded) "
+                      f"returns {m.tagname(got)} from its saved image{why}, not its latest "
                       f"{m.tagname(want)}", -1, (c,))
             return
 
