@@ -223,3 +223,15 @@ def test_nt_arm_fpmr_write_reaches_the_task():
     m.apply(s, (SCHED, 0, t1))
     m.apply(s, (STEP, 0, 0))                     # ret_to_user reloads FPMR
     assert s[m.fpmr[0]] == x and not m.vio
+
+
+def test_finding_martin_rfc_keeps_the_guest_bound_past_put_and_the_reset_catches_it():
+    """docs/checker.md: the RFC has no vcpu_put hook; a reset rewrites the image
+    while the binding survives, and the guest re-enters untrapped on stale values."""
+    pol = P.get("martin-rfc-2018")
+    b = CK.BOUNDS["kvm-reset"]
+    res, _, _ = run(pol, b)
+    assert res.violation is not None and res.violation["invariant"] == "integrity"
+    quiet = replace(b, name="kvm-reset-no-requests", features=b.features - {"vcpu-reset"})
+    res, _, _ = run(pol, quiet)
+    assert res.violation is None and res.complete
