@@ -19,7 +19,8 @@ from kvmctx.policies import mutants as MU
 
 MU.load_all()
 NEW = ["reset-without-put", "one-reg-before-reset", "put-leaves-guest-live",
-       "fpmr-before-svcr", "exec-keeps-fpmr", "ptrace-sve-keeps-tif-sve-clear"]
+       "fpmr-before-svcr", "exec-keeps-fpmr", "ptrace-sve-keeps-tif-sve-clear",
+       "sve-set-zeroes-tracer"]
 
 
 def run(pol, b: CK.Bounds):

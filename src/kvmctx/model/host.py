@@ -90,6 +90,9 @@ class HostConfig:
     # 128a7494a9f1: an NT_ARM_SVE write sets TIF_SVE on every SVE system; before it
     # (from 9f8bf718f292) only when the system supports SME (feature ptrace).
     ptrace_sve_sets_tif_sve: bool = True
+    # 5cbb61bf4168: sve_set_common() zeroes the tracee's fpsimd_state; before it (from
+    # 316283f276eb) the memset hit current's, the tracer's saved V0-V31 (feature ptrace).
+    sve_set_zeroes_target: bool = True
 
     # Seed 000 patch 0.9 (RFC, 2018), as posted: fpsimd_thread_switch() asks
     # whether *current's* state is foreign instead of next's.

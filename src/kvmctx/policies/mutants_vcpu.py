@@ -109,11 +109,13 @@ register(Mutant(
 # ------------------------------------------------------------------ ptrace (13)
 
 register_bounds(Bounds(
-    "host-ptrace-sve", cpus=1, fpsimd_tasks=0, sve_tasks=1, vcpus=1,
-    features=frozenset({"sve", "ptrace", "preempt", "exit-user"}),
-    budgets=(("ptrace", 1), ("switch", 2)),
-    description="1 CPU, 1 SVE task (VL256) a debugger may write through NT_PRFPREG or "
-                "NT_ARM_SVE while it is stopped, a VMM with 1 vCPU; no SME"))
+    "host-ptrace-sve", cpus=1, fpsimd_tasks=1, sve_tasks=1, vcpus=1,
+    features=frozenset({"sve", "ptrace", "preempt", "exit-user", "softirq-neon"}),
+    budgets=(("ptrace", 1), ("softirq", 1), ("switch", 2)),
+    description="1 CPU, 1 FPSIMD task that may trace, 1 SVE task (VL256) a debugger (or "
+                "the FPSIMD task, from inside ptrace()) may write through NT_PRFPREG or "
+                "NT_ARM_SVE while it is stopped, a VMM with 1 vCPU; softirq kernel-mode "
+                "NEON; no SME"))
 
 register(Mutant(
     name="ptrace-sve-keeps-tif-sve-clear", base="upstream-6.14", source="128a7494a9f1",
@@ -122,3 +124,11 @@ register(Mutant(
                 "FP_STATE_SVE format but leaves TIF_SVE clear: the next reload warns in "
                 "task_fpsimd_load()",
     transform=_host(ptrace_sve_sets_tif_sve=False), bounds="host-ptrace-sve"))
+
+register(Mutant(
+    name="sve-set-zeroes-tracer", base="upstream-6.14", source="5cbb61bf4168",
+    catalogue=28, invariant="recoverability",
+    description="sve_set_common() zeroes current's (the tracer's) saved V0-V31 instead of "
+                "the tracee's: a tracer whose state was saved during its ptrace() call "
+                "reloads zeroes on the way back to EL0",
+    transform=_host(sve_set_zeroes_target=False), bounds="host-ptrace-sve"))

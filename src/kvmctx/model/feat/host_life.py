@@ -47,6 +47,7 @@ SIGNAL = 31
 SIGRETURN = 32
 PTRACE_FP = 33
 PTRACE_SVE = 34
+PTRACE_SVE_BY = 55   # the same NT_ARM_SVE write, issued by a modelled tracer task
 
 
 def _garbage(m, s, k: int) -> None:
@@ -246,6 +247,25 @@ def _ptrace_enabled(m, s, running, out) -> None:
                 out.append((PTRACE_SVE, u, 0))
 
 
+def _tracer_enabled(m, s, k, t, pc, kind, out) -> None:
+    """A running host task inside a syscall (ptrace(PTRACE_SETREGSET)) as the tracer."""
+    if not t or pc != m.L_SYS or m.vcpu_of[t] >= 0 or not m.has_sve:
+        return
+    running = {s[m.cur[j]] for j in range(m.ncpu)}
+    for u in range(1, m.nthreads):
+        if u != t and m.task_sve[u] and _stopped(m, s, u, running):
+            out.append((PTRACE_SVE_BY, k, u))
+
+
+def _ptrace_sve_by(m, s, a) -> None:
+    """sve_set_common() called by the tracer running on CPU a[1] for tracee a[2]."""
+    _ptrace_sve(m, s, (PTRACE_SVE, a[2], 0))
+    if not m.hc.sve_set_zeroes_target:
+        # memset(&current->thread.uw.fpsimd_state, 0, ...): the tracer's saved
+        # V0-V31 (its SVE image, if that is what it reloads from, is untouched).
+        s[m.mem_lo[s[m.cur[a[1]]]]] = ZERO
+
+
 def _new_value(m, s, u: int) -> int:
     v = s[m.ver[u]] + 1
     s[m.ver[u]] = v
@@ -292,7 +312,12 @@ register(Feature(
         PTRACE_SVE: ActionSpec("ptrace-sve", _ptrace_sve, lambda m, s, a:
                                f"debugger: PTRACE_SETREGSET NT_ARM_SVE on stopped "
                                f"{m.tname(a[1])}", budget="ptrace", cpu_arg=False),
+        PTRACE_SVE_BY: ActionSpec("ptrace-sve-by", _ptrace_sve_by, lambda m, s, a:
+                                  f"{m.tname(s[m.cur[a[1]]])} (tracer, in ptrace()): "
+                                  f"PTRACE_SETREGSET NT_ARM_SVE on stopped {m.tname(a[2])}",
+                                  budget="ptrace"),
     },
+    enabled=_tracer_enabled,
     enabled_global=_ptrace_enabled,
 ))
 
