@@ -100,7 +100,8 @@ EXPLANATIONS: dict[str, dict[str, str]] = {"upstream-6.14": {
 
 # Smaller bounds with features the main bounds leave out, tried on survivors.
 ALSO_BOUNDS = ("kvm-vmm-sve", "kvm-sve-nvhe", "sysregs", "kvm-sme", "host-sme-kneon",
-               "host-pm", "host-hotplug", "host-exec", "host-signals")
+               "host-pm", "host-hotplug", "host-exec", "host-signals", "sme-migration",
+               "sve-migration", "kneon-nested", "sve-two-vls", "sme-sve")
 
 HOOKS = ("vcpu_load", "ctxflush", "guest_entry", "hyp_exit", "ctxsync", "vcpu_put")
 HOST_MODULE = "kvmctx.model.host"

@@ -731,7 +731,8 @@ class Model:
                 for k in cpus:
                     if s[bound0 + k] == c and s[lo0 + k] == want_lo and (
                             not hi_m or s[hi0 + k] == want_hi
-                            or (s[hi0 + k] == ZERO and s[per + c])):
+                            or (s[hi0 + k] == ZERO and s[per + c])) and (
+                            not is_thread or self._task_claims(s, c, k)):
                         n += 1
                 if n == 1:
                     continue
@@ -755,6 +756,18 @@ class Model:
         if self.policy.check is not None:
             self.policy.check(self, s)
 
+    def _task_claims(self, s: list[int], t: int, k: int) -> bool:
+        """Whether CPU k's binding of task t's state is a claim Linux honours.
+
+        A task skips its reload only where both the binding and its fpsimd_cpu name
+        the CPU (fpsimd_thread_switch), so a CPU whose binding names t while t's
+        fpsimd_cpu names another CPU (or none) holds a dead copy. The exception is t
+        running on k with TIF_FOREIGN_FPSTATE clear: the registers are its own and
+        the next fpsimd_save_user_state() saves them whatever fpsimd_cpu says.
+        (Task contexts only: KVM binds vCPU states without fpsimd_cpu.)
+        """
+        return s[self.fcpu[t]] == k or (s[self.cur[k]] == t and not s[self.foreign[t]])
+
     def _recover_slow(self, s: list[int], c: int, is_thread: bool, hi_static: bool) -> bool:
         """The full recoverability test for one context; True if it reported."""
         want_lo = s[self.want_lo[c]]
@@ -775,7 +788,9 @@ class Model:
         holders = [k for k in range(self.ncpu)
                    if s[self.bound[k]] in areas and s[self.lo[k]] == want_lo
                    and (not hi_matters or s[self.hi[k]] == want_hi
-                        or (s[self.hi[k]] == ZERO and permit))]
+                        or (s[self.hi[k]] == ZERO and permit))
+                   and (s[self.bound[k]] >= self.nthreads
+                        or self._task_claims(s, s[self.bound[k]], k))]
         if len(holders) == 1:
             return False
         if self.dedupe_lost:

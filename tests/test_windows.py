@@ -1,0 +1,107 @@
+"""Issue 14: every window Linux leaves open, and verdicts that can be trusted.
+
+The recoverability invariant counts a CPU as holding a task's state only where
+Linux would let the task skip its reload (binding *and* fpsimd_cpu), and the
+small bounds that reach what --bounds standard does not are clean on every safe
+built-in design.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from helpers import model, thread
+from kvmctx import policies as P
+from kvmctx.engines import checker as CK
+from kvmctx.engines import engine as EN
+from kvmctx.model.machine import Model
+from kvmctx.model.values import NO_CPU
+
+SAFE = ("arm32-vfp-2012", "arm64-4.17", "martin-rfc-2018", "upstream-4.18", "brown-sve-2022",
+        "upstream-6.14", "pkvm")
+NEW_BOUNDS = ("sme-migration", "sve-migration", "kneon-nested", "sve-two-vls", "sme-sve")
+
+
+def _check(policy: str, b: CK.Bounds) -> CK.CheckResult:
+    pol = P.get(policy)
+    bb, _ = CK.adapt_bounds(b, pol.supports)
+    return EN.check(Model(bb.config(), pol), bb)
+
+
+def test_a_binding_whose_fpsimd_cpu_names_another_cpu_is_no_claim():
+    """CPU0 still names T2 but T2's fpsimd_cpu is 1: only CPU1's copy counts."""
+    m = model(cpus=2)
+    s = m.new_state()
+    t = thread(m, "T2")
+    v = s[m.want_lo[t]] + 64  # a newer version than the saved image
+    s[m.want_lo[t]] = v
+    for k in (0, 1):
+        s[m.bound[k]] = t
+        s[m.lo[k]] = v
+    s[m.fcpu[t]] = 1
+    m.vio.clear()
+    m.check_recoverable(s)
+    assert not m.vio, [x.message for x in m.vio]
+    s[m.fcpu[t]] = NO_CPU  # neither CPU's copy would be reloaded: the state is lost
+    m.check_recoverable(s)
+    assert m.vio and "it is lost" in m.vio[0].message
+
+
+def test_running_task_with_foreign_clear_holds_its_state_whatever_fpsimd_cpu_says():
+    """fpsimd_save_user_state() saves current's registers when TIF_FOREIGN_FPSTATE is
+    clear without reading fpsimd_cpu, so they are recoverable."""
+    m = model(cpus=2)
+    s = m.new_state()
+    t = thread(m, "T1")
+    v = s[m.want_lo[t]] + 64
+    s[m.want_lo[t]] = v
+    s[m.cur[0]] = t
+    s[m.pc[t]] = m.L_USER
+    s[m.foreign[t]] = 0
+    s[m.bound[0]] = t
+    s[m.lo[0]] = v
+    s[m.fcpu[t]] = NO_CPU
+    m.check_recoverable(s)
+    assert not m.vio, [x.message for x in m.vio]
+
+
+def test_issue_14_false_alarm_is_gone():
+    """The configuration of issue 14 used to report 'two CPUs claim it' at step 13."""
+    args = [sys.executable, "-m", "kvmctx", "check", "--policy", "upstream-6.14", "--bounds",
+            "kvm-sme", "--cpus", "2", "--vcpus", "0", "--features", "sme,preempt,migration",
+            "--budget", "switch=3,migration=2"]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "safe within bounds" in res.stdout
+    assert "two CPUs claim it" not in res.stdout
+
+
+@pytest.mark.parametrize("bname", NEW_BOUNDS)
+@pytest.mark.parametrize("policy", SAFE)
+def test_safe_designs_are_clean_at_the_small_new_bounds(policy: str, bname: str):
+    res = _check(policy, CK.BOUNDS[bname])
+    assert res.complete and res.violation is None, res.violation
+
+
+def test_new_bounds_have_what_their_names_say():
+    m = Model(CK.BOUNDS["sve-two-vls"].config(), P.get("upstream-6.14"))
+    assert sorted({m.ctx_vl[t] for t in range(1, m.nthreads)}) == [256, 512]
+    m = Model(CK.BOUNDS["sme-sve"].config(), P.get("upstream-6.14"))
+    z = m.thread_names.index("Z1")
+    assert m.task_sme[z] and m.task_sve[z]
+    b = CK.BOUNDS["sme-migration"]
+    assert b.cpus == 2 and b.sme_tasks == 1 and dict(b.budgets)["migration"] == 2
+    b = CK.BOUNDS["kneon-nested"]
+    assert b.kneon_tasks == 2 and {"kernel-neon", "softirq-neon"} <= b.features
+
+
+def test_bounds_files_round_trip_the_new_fields():
+    for name in NEW_BOUNDS:
+        b = CK.BOUNDS[name]
+        back = CK.Bounds.from_dict(b.as_dict())
+        assert back == CK.Bounds(**{**b.__dict__, "description": ""})
+    with pytest.raises(ValueError, match="sve_vls"):
+        CK.Bounds.from_dict({**CK.BOUNDS["sve-two-vls"].as_dict(), "sve_vls": [300]})
