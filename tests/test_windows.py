@@ -105,3 +105,45 @@ def test_bounds_files_round_trip_the_new_fields():
         assert back == CK.Bounds(**{**b.__dict__, "description": ""})
     with pytest.raises(ValueError, match="sve_vls"):
         CK.Bounds.from_dict({**CK.BOUNDS["sve-two-vls"].as_dict(), "sve_vls": [300]})
+
+
+# ---------------------------------------------------------------- the trap window
+
+
+def test_trap_window_makes_the_in_memory_branch_reachable_in_simulation():
+    """With the EL0 SVE trap as a preemptible path, do_sve_acc finds the state in
+    memory (a softirq or a switch landed at trap entry); without it, never."""
+    from kvmctx import api
+    from kvmctx.engines.simulator import Simulator
+    from kvmctx.model import counters as C
+
+    _n, w = api.resolve_workload("fp-stress", None)
+    seen = {}
+    for tw in (False, True):
+        feats = w.features() | ({"trap-window"} if tw else set())
+        m = Model(w.model_config(features=feats), P.get("upstream-6.14"))
+        sim = Simulator(m, w, seed=0)
+        sim.run(60_000)
+        assert sim.viol_count == 0
+        assert m.ctr[C.HOST_SVE_TRAPS] > 0
+        seen[tw] = m.ctr[C.SVE_TRAPS_IN_MEMORY]
+    assert seen[False] == 0 and seen[True] > 0, seen
+
+
+@pytest.mark.parametrize(("mutant", "invariant", "message"), [
+    ("sve-trap-stale-binding", "no-bug", "live VL 128 != expected VL 256"),
+    ("sme-trap-stale-binding", "no-bug", "do_sme_acc(): SME access by Z1 trapped although"),
+])
+def test_trap_handler_fixes_are_mutants_killed_only_with_the_window(mutant, invariant, message):
+    from kvmctx.policies import mutants as MU
+
+    mu = MU.get(mutant)
+    b = CK.BOUNDS[mu.bounds]
+    assert "trap-window" in b.features
+    res = EN.check(Model(b.config(), mu.build()), b)
+    assert res.violation is not None and res.violation["invariant"] == invariant
+    assert message in res.violation["message"]
+    # The same kernel with the trap handler atomic (the model before issue 14) hides it.
+    atomic = CK.Bounds(**{**b.__dict__, "features": b.features - {"trap-window"}})
+    res = EN.check(Model(atomic.config(), mu.build()), atomic)
+    assert res.complete and res.violation is None

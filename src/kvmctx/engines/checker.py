@@ -223,16 +223,17 @@ BOUNDS: dict[str, Bounds] = {
     # that also uses non-streaming SVE.
     "sme-migration": Bounds(
         "sme-migration", cpus=2, fpsimd_tasks=1, sve_tasks=0, sme_tasks=1, vcpus=0,
-        features=frozenset({"sme", "preempt", "migration"}),
+        features=frozenset({"sme", "preempt", "migration", "trap-window"}),
         budgets=(("migration", 2), ("switch", 3)),
         description="2 CPUs, 1 FPSIMD task, 1 task using SME streaming mode and ZA, no "
-                    "vCPU; preemption, at most 2 migrations and 3 switch-outs"),
+                    "vCPU; preemption (also inside the SME access trap), at most 2 "
+                    "migrations and 3 switch-outs"),
     "sve-migration": Bounds(
         "sve-migration", cpus=2, fpsimd_tasks=1, sve_tasks=1, vcpus=0,
-        features=frozenset({"sve", "preempt", "migration"}),
+        features=frozenset({"sve", "preempt", "migration", "trap-window"}),
         budgets=(("migration", 2), ("switch", 3)),
-        description="2 CPUs, 1 FPSIMD task, 1 SVE task (VL256), no vCPU; preemption, at "
-                    "most 2 migrations and 3 switch-outs"),
+        description="2 CPUs, 1 FPSIMD task, 1 SVE task (VL256), no vCPU; preemption (also "
+                    "inside the SVE access trap), at most 2 migrations and 3 switch-outs"),
     "kneon-nested": Bounds(
         "kneon-nested", cpus=1, fpsimd_tasks=2, sve_tasks=0, kneon_tasks=2, vcpus=0,
         features=frozenset({"kernel-neon", "softirq-neon", "preempt"}),
@@ -247,7 +248,7 @@ BOUNDS: dict[str, Bounds] = {
                     "kernel-mode NEON"),
     "sme-sve": Bounds(
         "sme-sve", cpus=1, fpsimd_tasks=1, sve_tasks=0, sme_tasks=1, sme_sve=True, vcpus=0,
-        features=frozenset({"sme", "sve", "preempt"}),
+        features=frozenset({"sme", "sve", "preempt", "trap-window"}),
         budgets=(("switch", 3),),
         description="1 CPU, 1 FPSIMD task, 1 task using SME (SVL256) that also uses "
                     "non-streaming SVE (VL512)"),

@@ -28,6 +28,7 @@ FEATURES = (
     "guest-vl",      # the guest programs a smaller SVE VL (ZCR_EL1)
     "exit-user",     # guest exits that return to the VMM's userspace
     "vfp-subarch",   # arm32 VFP subarchitecture: FPEXC.EX with FPINST/FPINST2 pending
+    "trap-window",   # EL0 SVE/SME access traps as preemptible kernel paths (el0_sve_acc)
 )
 
 DEFAULT_VL = 128  # bits; FPSIMD-only contexts are modelled at VL128

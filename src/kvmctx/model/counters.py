@@ -38,8 +38,10 @@ EAGER_WASTED = 27      # ... and the guest then did not touch FP before exiting
 HOST_SME_TRAPS = 28    # host EL0 SME access trap (do_sme_acc)
 ZA_SAVES = 29          # the subset of SAVES that wrote ZA/ZT0 (SME)
 ZA_RESTORES = 30
+SVE_TRAPS_IN_MEMORY = 31   # do_sve_acc found the state in memory (TIF_FOREIGN_FPSTATE set)
+SME_TRAPS_IN_MEMORY = 32   # do_sme_acc likewise
 
-N = 31
+N = 33
 
 NAMES = (
     "guest_fp_traps", "host_sve_traps", "saves", "restores", "bytes_saved",
@@ -48,7 +50,7 @@ NAMES = (
     "sysreg_saves", "sysreg_restores", "sve_saves", "sve_restores", "guest_fp_uses",
     "guest_entries", "syscalls", "migrations", "host_fp_uses", "signals",
     "sysreg_traps", "eager_restores", "eager_wasted", "host_sme_traps", "za_saves",
-    "za_restores",
+    "za_restores", "sve_traps_in_memory", "sme_traps_in_memory",
 )
 assert len(NAMES) == N
 

@@ -90,6 +90,26 @@ def st_syscall_return(m, s, k, t):
     return m.L_USER
 
 
+def st_sve_acc(m, s, k, t):
+    """do_sve_acc() after sve_alloc(): get_cpu_fpsimd_context() .. put (no softirq,
+    no preemption in between)."""
+    H.do_sve_acc(m, s, k, t)
+    return m.L_TRAP_PUT
+
+
+def st_sme_acc(m, s, k, t):
+    """do_sme_acc() after sve_alloc()/sme_alloc(): its body under the FP context."""
+    H.do_sme_acc(m, s, k, t)
+    return m.L_TRAP_PUT
+
+
+def st_trap_return(m, s, k, t):
+    """el0_sve_acc/el0_sme_acc: exit_to_user_mode() reloads the task's state if
+    foreign; the access is retried at EL0."""
+    H.fpsimd_restore_current_state(m, s, k, t)
+    return m.L_USER
+
+
 def st_kneon_end(m, s, k, t):
     H.kernel_neon_end(m, s, k, False)
     return m.L_SYS
@@ -188,6 +208,16 @@ def build_program(policy: Policy, kernel_neon_preemptible: bool,
     P.add(Point("kernel-mode NEON section (task)", K_REST, fn=st_kneon_end, sirq=True,
                 preempt=kernel_neon_preemptible, check=CHK_KNEON,
                 where="arch/arm64/kernel/fpsimd.c: kernel_neon_end"), "KNEON")
+    # EL0 SVE/SME access traps (feature trap-window): el0_sve_acc() unmasks IRQs
+    # before do_sve_acc(), whose sve_alloc() may sleep; only the body between
+    # get_cpu_fpsimd_context() and put_cpu_fpsimd_context() is atomic.
+    P.add(Point("SVE access trap: IRQs on, sve_alloc()", K_REST, fn=st_sve_acc, sirq=True,
+                preempt=True, where="arch/arm64/kernel/fpsimd.c: do_sve_acc"), "SVE_TRAP")
+    P.add(Point("SME access trap: IRQs on, sme_alloc()", K_REST, fn=st_sme_acc, sirq=True,
+                preempt=True, where="arch/arm64/kernel/fpsimd.c: do_sme_acc"), "SME_TRAP")
+    P.add(Point("access trap handled: put_cpu_fpsimd_context() done", K_REST,
+                fn=st_trap_return, sirq=True, preempt=True,
+                where="arch/arm64/kernel/entry-common.c: exit_to_user_mode"), "TRAP_PUT")
 
     # KVM_RUN ioctl: vcpu_load, the run loop, vcpu_put, return to the VMM.
     P.add(Point("KVM_RUN: vcpu_load()", K_REST, fn=st_vcpu_load_prologue, sirq=True,

@@ -75,6 +75,12 @@ class HostConfig:
     # flushes the CPU state (SMSTOP) *before* loading its kernel FPSIMD state;
     # before it, the SMSTOP came after the load and zeroed it (catalogue 15).
     kernel_state_flush_first: bool = True
+    # 751ecf6afd65 (v6.12, CVE-2024-50275): do_sve_acc() with the state in memory
+    # invalidates the task's binding after converting its image; before it, a CPU
+    # that still held the pre-trap state could be reused without a reload.
+    sve_trap_flushes_task: bool = True
+    # d3eaab3c7090 (v6.15, in 6.14.y): the same for do_sme_acc().
+    sme_trap_flushes_task: bool = True
 
     # Seed 000 patch 0.9 (RFC, 2018), as posted: fpsimd_thread_switch() asks
     # whether *current's* state is foreign instead of next's.
@@ -402,10 +408,12 @@ def do_sve_acc(m, s: list[int], k: int, t: int) -> None:
         fpsimd_bind_task_to_cpu(m, s, k, t)
     else:
         # In memory: convert the FPSIMD image to SVE form.
+        m.ctr[C.SVE_TRAPS_IN_MEMORY] += 1
         s[m.mem_zlo[t]] = s[m.mem_lo[t]]
         s[m.mem_hi[t]] = ZERO
         s[m.fp_type[t]] = FP_STATE_SVE
-        fpsimd_flush_task_state(m, s, t)
+        if m.hc.sve_trap_flushes_task:
+            fpsimd_flush_task_state(m, s, t)
     s[m.want_hi[t]] = ZERO
     s[m.permit[t]] = 0
 
@@ -447,7 +455,9 @@ def do_sme_acc(m, s: list[int], k: int, t: int) -> None:
         s[m.svl[k]] = m.task_svq[t]
         fpsimd_bind_task_to_cpu(m, s, k, t)   # enables EL0 SME
     else:
-        fpsimd_flush_task_state(m, s, t)
+        m.ctr[C.SME_TRAPS_IN_MEMORY] += 1
+        if m.hc.sme_trap_flushes_task:
+            fpsimd_flush_task_state(m, s, t)
 
 
 # --------------------------------------------------------------------------

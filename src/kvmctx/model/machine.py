@@ -221,6 +221,9 @@ class Model:
         self.L_KNEON, self.L_RUN, self.L_TOP = L["KNEON"], L["RUN"], L["TOP"]
         self.L_GUEST, self.L_EXIT, self.L_POST = L["GUEST"], L["EXIT"], L["POST"]
         self.L_OUT, self.L_RET, self.L_SCHED_IN = L["OUT"], L["RET"], L["SCHED_IN"]
+        self.L_SVE_TRAP, self.L_SME_TRAP = L["SVE_TRAP"], L["SME_TRAP"]
+        self.L_TRAP_PUT = L["TRAP_PUT"]
+        self.trap_window = config.has("trap-window")
         self._init_state()
 
         self.ctr = C.new()
@@ -558,6 +561,11 @@ class Model:
     def user_sve(self, s: list[int], k: int) -> None:
         t = s[self.cur[k]]
         if not s[self.zen[k]] and not s[self.sm[k]]:  # streaming SVE: SME's, no ZEN trap
+            if self.trap_window:
+                # el0_sve_acc: the handler is a preemptible kernel path (flow.py); the
+                # access is retried once it returns to EL0.
+                s[self.pc[t]] = self.L_SVE_TRAP
+                return
             H.do_sve_acc(self, s, k, t)
             # The trap returns through ret_to_user, which reloads the state if it
             # was in memory, before the instruction is retried.
@@ -925,6 +933,8 @@ class Model:
             return f"{who}: guest exit ({'to the VMM' if y == EXIT_USER else 'handled in kernel'})"
         v = self.vcpu_of[t]
         vname = self.name(self.vctx[v]) if v >= 0 else who
+        if kind == USVE and self.trap_window and not s[self.zen[x]] and not s[self.sm[x]]:
+            return f"{who}: SVE access at EL0 traps (el0_sve_acc)"
         return {
             UFP: f"{who} writes FPSIMD at EL0",
             USVE: f"{who} writes SVE at EL0",
