@@ -147,3 +147,63 @@ def test_trap_handler_fixes_are_mutants_killed_only_with_the_window(mutant, inva
     atomic = CK.Bounds(**{**b.__dict__, "features": b.features - {"trap-window"}})
     res = EN.check(Model(atomic.config(), mu.build()), atomic)
     assert res.complete and res.violation is None
+
+
+# ---------------------------------------------------------------- the return window
+
+
+def test_ptrace_sve_write_at_a_syscall_stop_is_lost_before_398edaa12f9c():
+    """Catalogue 10: found in the return window, not without it; the fixed host
+    (to_save records the discard) keeps the debugger's values."""
+    from kvmctx.policies import mutants as MU
+
+    mu = MU.get("syscallno-discard")
+    assert mu.source == "398edaa12f9c" and mu.catalogue == 10
+    b = CK.BOUNDS["host-sve-ptrace"]
+    res = EN.check(Model(b.config(), mu.build()), b)
+    assert res.violation is not None and res.violation["invariant"] == "recoverability"
+    assert res.depth <= 5
+    atomic = CK.Bounds(**{**b.__dict__, "features": b.features - {"ret-window"}})
+    res = EN.check(Model(atomic.config(), mu.build()), atomic)
+    assert res.complete and res.violation is None
+    res = _check("upstream-6.14", b)
+    assert res.complete and res.violation is None
+
+
+@pytest.mark.parametrize("policy", SAFE)
+def test_the_return_window_at_host_sve_ptrace(policy: str):
+    """Seed 003 keyed the lazy SVE discard on in_syscall() (8c845e273104), so
+    brown-sve-2022 has the window 398edaa12f9c closed; every other design is clean."""
+    res = _check(policy, CK.BOUNDS["host-sve-ptrace"])
+    if policy == "brown-sve-2022":
+        assert res.violation is not None and res.violation["invariant"] == "recoverability"
+    else:
+        assert res.complete and res.violation is None, res.violation
+
+
+def test_syscall_entry_and_return_points_in_the_return_window():
+    """el0_svc: fp_user_discard masked, then a point with IRQs on before syscallno is
+    recorded; the way out: reload, a point with IRQs on and in_syscall still set,
+    then the masked re-check that loops while TIF_FOREIGN_FPSTATE is set."""
+    from kvmctx.model.machine import SIRQ, STEP, SYSCALL
+
+    b = CK.Bounds("t", cpus=1, fpsimd_tasks=0, sve_tasks=1, vcpus=0,
+                  features=frozenset({"sve", "softirq-neon", "preempt", "ret-window"}))
+    m = Model(b.config(), P.get("upstream-6.14"))
+    s = m.new_state()
+    t = 1
+    s[m.cur[0]] = t
+    m.apply(s, (STEP, 0, 0))                      # the first return: reload
+    assert s[m.pc[t]] == m.L_EXIT_CHECK and s[m.insys[t]] == 1
+    m.apply(s, (SIRQ, 0, 0))                      # softirq in the window
+    assert s[m.foreign[t]] == 1 and s[m.pc[t]] == m.L_EXIT_CHECK
+    m.apply(s, (STEP, 0, 0))                      # re-check: reload again, loop
+    assert s[m.foreign[t]] == 0 and s[m.pc[t]] == m.L_EXIT_CHECK
+    m.apply(s, (STEP, 0, 0))                      # re-check passes: EL0
+    assert s[m.pc[t]] == m.L_USER and s[m.insys[t]] == 0
+    m.apply(s, (SYSCALL, 0, 0))
+    assert s[m.pc[t]] == m.L_SYS_ENTRY and s[m.insys[t]] == 0
+    assert m.p_sirq[m.L_SYS_ENTRY] and m.p_preempt[m.L_SYS_ENTRY]
+    m.apply(s, (STEP, 0, 0))
+    assert s[m.pc[t]] == m.L_SYS and s[m.insys[t]] == 1
+    assert not m.vio, [v.message for v in m.vio]

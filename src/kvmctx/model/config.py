@@ -29,6 +29,7 @@ FEATURES = (
     "exit-user",     # guest exits that return to the VMM's userspace
     "vfp-subarch",   # arm32 VFP subarchitecture: FPEXC.EX with FPINST/FPINST2 pending
     "trap-window",   # EL0 SVE/SME access traps as preemptible kernel paths (el0_sve_acc)
+    "ret-window",    # the return to EL0 and the syscall entry with their IRQs-on windows
 )
 
 DEFAULT_VL = 128  # bits; FPSIMD-only contexts are modelled at VL128

@@ -81,6 +81,12 @@ class HostConfig:
     sve_trap_flushes_task: bool = True
     # d3eaab3c7090 (v6.15, in 6.14.y): the same for do_sme_acc().
     sme_trap_flushes_task: bool = True
+    # 398edaa12f9c (v6.16, in 6.14.y/6.12.y): whether a save may drop the SVE state is
+    # recorded in the binding (to_save = FPSIMD at syscall entry after the flush,
+    # CURRENT again at syscall exit; any rebind resets it), not read from
+    # in_syscall(): a ptrace write of SVE state at a syscall stop is kept. Only
+    # meaningful with syscall_sve == "flush".
+    syscall_discard_by_to_save: bool = False
 
     # Seed 000 patch 0.9 (RFC, 2018), as posted: fpsimd_thread_switch() asks
     # whether *current's* state is foreign instead of next's.
@@ -114,7 +120,8 @@ HOST_SEED_003 = HOST_4_18.but(era="seed 003 (2022)", fp_type_tracking=True,
                               bound_state_format=True, syscall_sve=SYSCALL_KEEP,
                               signal_frame_from_fp_type=True)
 HOST_6_2 = HOST_SEED_003.but(era="v6.2", syscall_sve=SYSCALL_FLUSH)
-HOST_6_14 = HOST_6_2.but(era="v6.14", kernel_neon_preemptible=True)
+HOST_6_14 = HOST_6_2.but(era="v6.14", kernel_neon_preemptible=True,
+                         syscall_discard_by_to_save=True)
 
 
 def fpsimd_bytes(m: object, c: int) -> int:  # pragma: no cover - doc helper
@@ -148,7 +155,8 @@ def fpsimd_save_user_state(m, s: list[int], k: int) -> None:
         ts = s[m.to_save[k]]
         save_sve = ts == TO_SAVE_SVE or (
             ts == TO_SAVE_CURRENT and s[m.tif_sve[cur]]
-            and not (s[m.insys[cur]] and hc.syscall_sve != SYSCALL_DISCARD))
+            and (hc.syscall_discard_by_to_save
+                 or not (s[m.insys[cur]] and hc.syscall_sve != SYSCALL_DISCARD)))
         want_vl = s[m.bound_vl[k]]
         target = c
     else:
@@ -488,11 +496,24 @@ def syscall_enter(m, s: list[int], k: int, t: int) -> None:
                 m.ctr[C.TRAP_WRITES] += 1
         elif mode == SYSCALL_FLUSH:
             s[m.hi[k]] = ZERO  # sve_flush_live(): the state is live at entry
+            if m.hc.syscall_discard_by_to_save:
+                # fpsimd_syscall_enter(): only the FPSIMD part is live now. (Linux
+                # writes it whatever TIF_SVE says; without TIF_SVE a save takes the
+                # FPSIMD form anyway, so the model writes it only with TIF_SVE.)
+                s[m.to_save[k]] = TO_SAVE_FPSIMD
     s[m.insys[t]] = 1
 
 
 def syscall_exit(m, s: list[int], k: int, t: int) -> None:
+    """The syscall is over (for the save rule of v6.14: in_syscall() false)."""
     s[m.insys[t]] = 0
+
+
+def fpsimd_syscall_exit(m, s: list[int], k: int, t: int) -> None:
+    """398edaa12f9c: after exit_to_user_mode() the task's state is bound here; stop
+    the lazy discard (IRQs masked, just before the eret)."""
+    if m.hc.syscall_discard_by_to_save and m.hc.syscall_sve == SYSCALL_FLUSH:
+        s[m.to_save[k]] = TO_SAVE_CURRENT
 
 
 # Save-target shorthand used by policies that stash FPSIMD state themselves.

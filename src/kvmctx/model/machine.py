@@ -224,6 +224,9 @@ class Model:
         self.L_SVE_TRAP, self.L_SME_TRAP = L["SVE_TRAP"], L["SME_TRAP"]
         self.L_TRAP_PUT = L["TRAP_PUT"]
         self.trap_window = config.has("trap-window")
+        self.L_EXIT_CHECK = L["EXIT_CHECK"]
+        self.L_SYS_ENTRY, self.L_RUN_ENTRY = L["SYS_ENTRY"], L["RUN_ENTRY"]
+        self.ret_window = config.has("ret-window")
         self._init_state()
 
         self.ctr = C.new()
@@ -465,11 +468,17 @@ class Model:
             t = s[self.cur[k]]
             H.syscall_enter(self, s, k, t)
             s[self.pc[t]] = self.L_SYS
+            if self.ret_window:  # el0_svc: IRQs on before syscallno is recorded
+                s[self.insys[t]] = 0
+                s[self.pc[t]] = self.L_SYS_ENTRY
         elif kind == KVMRUN:
             k = a[1]
             t = s[self.cur[k]]
             H.syscall_enter(self, s, k, t)
             s[self.pc[t]] = self.L_RUN
+            if self.ret_window:
+                s[self.insys[t]] = 0
+                s[self.pc[t]] = self.L_RUN_ENTRY
         elif kind == KNEON:
             self.task_neon(s, a[1])
         elif kind in (GFP, GSVE):
@@ -495,6 +504,9 @@ class Model:
     def sched(self, s: list[int], k: int, nxt: int) -> None:
         """__schedule() on CPU k: prev -> nxt, IRQs off throughout."""
         prev = s[self.cur[k]]
+        if self.ret_window and prev and s[self.pc[prev]] == self.L_USER:
+            # Preempted at EL0: it resumes inside exit_to_user_mode()'s loop.
+            s[self.pc[prev]] = self.L_EXIT_CHECK
         if prev:
             v = self.vcpu_of[prev]
             if v >= 0 and s[self.vcpu_cpu[v]] != NO_CPU:
@@ -544,6 +556,10 @@ class Model:
         self.in_softirq = False
         t = s[self.cur[k]]
         if t and s[self.pc[t]] == self.L_USER:
+            if self.ret_window:
+                # The interrupt returns through exit_to_user_mode()'s loop.
+                s[self.pc[t]] = self.L_EXIT_CHECK
+                return
             # The interrupt returns to EL0 through ret_to_user (IRQs off).
             H.fpsimd_restore_current_state(self, s, k, t)
 

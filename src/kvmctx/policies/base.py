@@ -37,7 +37,7 @@ GAP_SOFTIRQ = "softirq"
 ALL_FEATURES = frozenset({
     "sve", "guest-sve", "softirq-neon", "kernel-neon", "preempt", "migration", "signals",
     "ptrace", "exec", "hotplug", "pm", "exit-user", "guest-vl", "sysregs", "sme",
-    "trap-window",
+    "trap-window", "ret-window",
 })
 
 StepFn = Callable[[Any, list[int], int, int], Any]

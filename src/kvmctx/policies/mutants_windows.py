@@ -8,6 +8,7 @@ v6.14 with these fixes, as its stable series has them (docs/policies.md).
 
 from __future__ import annotations
 
+from kvmctx.engines.checker import Bounds, register_bounds
 from kvmctx.policies.mutants import Mutant, _host, register
 
 register(Mutant(
@@ -25,3 +26,20 @@ register(Mutant(
                 "fpsimd_cpu: migrated back, the task reuses its old binding with SMEN "
                 "still off and traps again",
     transform=_host(sme_trap_flushes_task=False), bounds="sme-migration"))
+
+register_bounds(Bounds(
+    "host-sve-ptrace", cpus=1, fpsimd_tasks=0, sve_tasks=1, vcpus=0,
+    features=frozenset({"sve", "ptrace", "softirq-neon", "preempt", "ret-window"}),
+    budgets=(("ptrace", 1), ("softirq", 1), ("switch", 2)),
+    description="1 CPU, 1 SVE task, no vCPU; ptrace writes at syscall stops, softirq "
+                "kernel-mode NEON, preemption; the return to EL0 and the syscall entry "
+                "with their IRQs-on windows (ret-window)"))
+
+register(Mutant(
+    name="syscallno-discard", base="upstream-6.14", source="398edaa12f9c", catalogue=10,
+    invariant="recoverability",
+    description="fpsimd_save_user_state() drops the SVE state whenever in_syscall(): a "
+                "debugger's NT_ARM_SVE write at a syscall stop is reloaded on the way out, "
+                "then a softirq in exit_to_user_mode()'s IRQs-on window saves only the "
+                "FPSIMD view (syscallno is still set) and the written upper bits are lost",
+    transform=_host(syscall_discard_by_to_save=False), bounds="host-sve-ptrace"))
