@@ -207,3 +207,56 @@ def test_syscall_entry_and_return_points_in_the_return_window():
     m.apply(s, (STEP, 0, 0))
     assert s[m.pc[t]] == m.L_SYS and s[m.insys[t]] == 1
     assert not m.vio, [v.message for v in m.vio]
+
+
+# ---------------------------------------------------------------- kernel-mode NEON
+
+
+def _kneon_model(**host):
+    from dataclasses import replace
+
+    pol = P.get("upstream-6.14")
+    tag = ",".join(f"{k}={v}" for k, v in sorted(host.items()))
+    pol = replace(pol, name=f"upstream-6.14[{tag}]", host=pol.host.but(**host))
+    return Model(CK.BOUNDS["kneon-nested"].config(), pol)
+
+
+@pytest.mark.parametrize(("flush_first", "elided"), [(False, True), (True, False)])
+def test_kernel_neon_state_is_bound_and_its_reload_elided_as_v6_8_does(flush_first, elided):
+    """fpsimd_save_kernel_state() binds the buffer and records the CPU; switching back
+    with both intact skips fpsimd_load_kernel_state() (2632e2521769). With the flush
+    first (01098d893fa8) the binding is gone before the check: always a reload."""
+    from kvmctx.model import counters as C
+    from kvmctx.model.machine import KNEON, SCHED
+
+    m = _kneon_model(kernel_state_flush_first=flush_first)
+    s = m.new_state()
+    m.apply(s, (SCHED, 0, 1))
+    m.apply(s, (KNEON, 0, 0))                     # T1 inside kernel-mode NEON
+    m.apply(s, (SCHED, 0, 0))                     # switched out to idle
+    kc = m.kn_ctx[1]
+    assert s[m.bound[0]] == kc and s[m.fcpu[kc]] == 0
+    before = m.ctr[C.RESTORES]
+    m.apply(s, (SCHED, 0, 1))                     # back, nothing ran in between
+    assert (m.ctr[C.RESTORES] == before) == elided
+    assert s[m.lo[0]] == s[m.want_lo[kc]]
+    assert not m.vio, [v.message for v in m.vio]
+
+
+def test_kernel_switch_without_flush_is_e92bee9f861b():
+    from kvmctx.policies import mutants as MU
+
+    mu = MU.get("kernel-switch-no-flush")
+    assert mu.source == "e92bee9f861b"
+    b = CK.BOUNDS[mu.bounds]
+    res = EN.check(Model(b.config(), mu.build()), b)
+    assert res.violation is not None and res.violation["invariant"] == "confidentiality"
+    assert "kernel-NEON" in res.violation["message"]
+    # v6.10..v6.15 (flush after the lazy load) is safe there.
+    from dataclasses import replace
+
+    pol = P.get("upstream-6.14")
+    pol = replace(pol, name="upstream-6.14[flush after load]",
+                  host=pol.host.but(kernel_state_flush_first=False))
+    res = EN.check(Model(b.config(), pol), b)
+    assert res.complete and res.violation is None

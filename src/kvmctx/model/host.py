@@ -87,6 +87,17 @@ class HostConfig:
     # in_syscall(): a ptrace write of SVE state at a syscall stop is kept. Only
     # meaningful with syscall_sve == "flush".
     syscall_discard_by_to_save: bool = False
+    # 2632e2521769 (v6.8, reapplied as f481bb32d60e): saving a task's kernel-mode
+    # NEON state at a switch binds that buffer to the CPU and records the CPU
+    # (thread.kernel_fpsimd_cpu: the kernel context's ctx.fpsimd_cpu here); switching
+    # back skips the load while both still match. With kernel_state_flush_first the
+    # flush comes first and empties the binding, so the elision never applies.
+    kernel_state_lazy: bool = True
+    # e92bee9f861b (v6.10, in 6.8.y/6.9.y): switching to a task inside kernel-mode
+    # NEON flushes the CPU state, so the previous task's user binding no longer
+    # claims registers its kernel state overwrote; before it, only next's
+    # TIF_FOREIGN_FPSTATE was set (the dm-crypt corruption on Apple M1).
+    kernel_switch_flushes: bool = True
 
     # Seed 000 patch 0.9 (RFC, 2018), as posted: fpsimd_thread_switch() asks
     # whether *current's* state is foreign instead of next's.
@@ -334,21 +345,23 @@ def fpsimd_thread_switch(m, s: list[int], k: int, prev: int, nxt: int) -> None:
     if m.hc.arm32_lazy_vfp:
         vfp_notifier_switch(m, s, k)
         return
-    if m.hc.kernel_neon_preemptible and s[m.kfp[prev]]:
-        # prev is inside a kernel-mode NEON section: save its kernel state.
-        s[m.mem_lo[m.kn_ctx[prev]]] = s[m.lo[k]]
-        m.ctr[C.SAVES] += 1
-        m.ctr[C.BYTES_SAVED] += 520
+    hc = m.hc
+    if hc.kernel_neon_preemptible and s[m.kfp[prev]]:
+        # prev is inside a kernel-mode NEON section: fpsimd_save_kernel_state().
+        fpsimd_save_kernel_state(m, s, k, prev)
     else:
         fpsimd_save_user_state(m, s, k)
-    if m.hc.kernel_neon_preemptible and s[m.kfp[nxt]]:
-        if m.hc.kernel_state_flush_first:
+    if hc.kernel_neon_preemptible and s[m.kfp[nxt]]:
+        if hc.kernel_state_flush_first:
             fpsimd_flush_cpu_state(m, s, k)
-        s[m.lo[k]] = s[m.mem_lo[m.kn_ctx[nxt]]]
-        s[m.hi[k]] = ZERO
-        m.ctr[C.RESTORES] += 1
-        m.ctr[C.BYTES_RESTORED] += 520
-        if not m.hc.kernel_state_flush_first:
+        kc = m.kn_ctx[nxt]
+        if not (hc.kernel_state_lazy and s[m.bound[k]] == kc and s[m.fcpu[kc]] == k):
+            # fpsimd_load_kernel_state(), unless this CPU still holds it (2632e2521769).
+            s[m.lo[k]] = s[m.mem_lo[kc]]
+            s[m.hi[k]] = ZERO
+            m.ctr[C.RESTORES] += 1
+            m.ctr[C.BYTES_RESTORED] += 520
+        if not hc.kernel_state_flush_first and hc.kernel_switch_flushes:
             fpsimd_flush_cpu_state(m, s, k)   # SMSTOP after the load (before 01098d893fa8)
         s[m.foreign[nxt]] = 1
     elif nxt:
@@ -364,15 +377,27 @@ def fpsimd_thread_switch(m, s: list[int], k: int, prev: int, nxt: int) -> None:
 # Kernel-mode NEON
 
 
+def fpsimd_save_kernel_state(m, s: list[int], k: int, t: int) -> None:
+    """Save t's kernel-mode NEON registers; from 2632e2521769 also bind that buffer
+    to the CPU (to_save FPSIMD) and record the CPU in it."""
+    kc = m.kn_ctx[t]
+    s[m.mem_lo[kc]] = s[m.lo[k]]
+    m.ctr[C.SAVES] += 1
+    m.ctr[C.BYTES_SAVED] += 520
+    if m.hc.kernel_state_lazy:
+        s[m.bound[k]] = kc
+        s[m.to_save[k]] = TO_SAVE_FPSIMD
+        s[m.bound_vl[k]] = 1
+        s[m.fcpu[kc]] = k
+
+
 def kernel_neon_begin(m, s: list[int], k: int, softirq: bool) -> None:
     cur = s[m.cur[k]]
     if m.hc.kernel_neon_preemptible and s[m.kfp[cur]]:
         # Only a softirq can nest inside a task's kernel-mode NEON section.
         if not softirq:
             m.violate("no-bug", "kernel_neon_begin(): nested task-context NEON (BUG_ON)", k, (cur,))
-        s[m.mem_lo[m.kn_ctx[cur]]] = s[m.lo[k]]
-        m.ctr[C.SAVES] += 1
-        m.ctr[C.BYTES_SAVED] += 520
+        fpsimd_save_kernel_state(m, s, k, cur)   # then unbound by the flush below
     else:
         fpsimd_save_user_state(m, s, k)
         if m.hc.kernel_neon_preemptible and not softirq and cur:

@@ -43,3 +43,13 @@ register(Mutant(
                 "then a softirq in exit_to_user_mode()'s IRQs-on window saves only the "
                 "FPSIMD view (syscallno is still set) and the written upper bits are lost",
     transform=_host(syscall_discard_by_to_save=False), bounds="host-sve-ptrace"))
+
+register(Mutant(
+    name="kernel-switch-no-flush", base="upstream-6.14", source="e92bee9f861b",
+    catalogue=None, invariant="confidentiality",
+    description="v6.8's switch to a task inside kernel-mode NEON loads its kernel state "
+                "(lazily, 2632e2521769) without flushing the CPU: the previous task's user "
+                "binding still claims the registers, so it skips its reload and runs with "
+                "the other task's kernel-mode NEON values (the dm-crypt corruption)",
+    transform=_host(kernel_state_flush_first=False, kernel_switch_flushes=False),
+    bounds="kneon-nested"))
