@@ -19,6 +19,9 @@ from kvmctx.engines import checker as CK
 from kvmctx.engines import engine as EN
 from kvmctx.model.machine import Model
 from kvmctx.model.values import NO_CPU
+from kvmctx.policies import mutants as _MU
+
+_MU.load_all()  # registers host-sve-ptrace (and the host-* bounds) in CK.BOUNDS
 
 SAFE = ("arm32-vfp-2012", "arm64-4.17", "martin-rfc-2018", "upstream-4.18", "brown-sve-2022",
         "upstream-6.14", "pkvm")
@@ -260,3 +263,13 @@ def test_kernel_switch_without_flush_is_e92bee9f861b():
                   host=pol.host.but(kernel_state_flush_first=False))
     res = EN.check(Model(b.config(), pol), b)
     assert res.complete and res.violation is None
+
+
+@pytest.mark.parametrize("bname", NEW_BOUNDS + ("small", "kvm-sme"))
+@pytest.mark.parametrize("policy", SAFE)
+def test_both_windows_raise_no_false_alarm(policy: str, bname: str):
+    """Every safe design with the trap and return windows on at the small bounds."""
+    b = CK.BOUNDS[bname]
+    b = CK.Bounds(**{**b.__dict__, "features": b.features | {"trap-window", "ret-window"}})
+    res = _check(policy, b)
+    assert res.complete and res.violation is None, res.violation
