@@ -38,6 +38,8 @@ class Bounds:
     vcpus: int = 1
     vcpu_sve: bool = False
     vmm_sve: bool = False          # the VMM threads use SVE at EL0 too
+    sve_vls: tuple[int, ...] = ()  # VLs of the SVE tasks in order (default: 256 each)
+    sme_sve: bool = False          # the SME tasks also use non-streaming SVE (VL512)
     features: frozenset[str] = frozenset()
     depth: int | None = None
     # How many times each class of event may happen along one run (CHESS-style
@@ -54,9 +56,11 @@ class Bounds:
             tasks.append(TaskSpec(f"T{len(tasks) + 1}", cpu=i % self.cpus,
                                   kneon=i < self.kneon_tasks))
         for i in range(self.sve_tasks):
-            tasks.append(TaskSpec(f"S{i + 1}", sve=True, vl=256, cpu=(i + 1) % self.cpus))
+            vl = self.sve_vls[i] if i < len(self.sve_vls) else 256
+            tasks.append(TaskSpec(f"S{i + 1}", sve=True, vl=vl, cpu=(i + 1) % self.cpus))
         for i in range(self.sme_tasks):
-            tasks.append(TaskSpec(f"Z{i + 1}", sme=True, svl=256, cpu=i % self.cpus))
+            tasks.append(TaskSpec(f"Z{i + 1}", sme=True, svl=256, cpu=i % self.cpus,
+                                  sve=self.sme_sve, vl=512 if self.sme_sve else 128))
         for v in range(self.vcpus):
             tasks.append(TaskSpec(f"VMM{v}", vcpu=v, cpu=v % self.cpus, sve=self.vmm_sve,
                                   vl=256 if self.vmm_sve else 128))
@@ -71,6 +75,7 @@ class Bounds:
                 "sve_tasks": self.sve_tasks, "kneon_tasks": self.kneon_tasks,
                 "sme_tasks": self.sme_tasks,
                 "vcpus": self.vcpus, "vcpu_sve": self.vcpu_sve, "vmm_sve": self.vmm_sve,
+                "sve_vls": list(self.sve_vls), "sme_sve": self.sme_sve,
                 "features": sorted(self.features), "depth": self.depth,
                 "budgets": dict(self.budgets), "vhe": self.vhe, "sysregs": self.sysregs}
 
@@ -99,11 +104,18 @@ class Bounds:
         if not isinstance(name, str) or not 0 < len(name) <= 100 or not name.isprintable():
             raise ValueError(f"bounds.name = {_short(name)} is not a name (a string of "
                              "1..100 characters)")
-        for key in ("vcpu_sve", "vmm_sve", "vhe"):
+        for key in ("vcpu_sve", "vmm_sve", "sme_sve", "vhe"):
             if key in d:
                 if not isinstance(d[key], bool):
                     raise ValueError(f"bounds.{key} = {_short(d[key])} is not true or false")
                 kw[key] = d[key]
+        vls = d.get("sve_vls", [])
+        if not isinstance(vls, list) or len(vls) > TASKS_MAX or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v in SVE_VLS for v in vls):
+            raise ValueError(f"bounds.sve_vls = {_short(vls)} is not a list of at most "
+                             f"{TASKS_MAX} vector lengths in {', '.join(map(str, SVE_VLS))}")
+        if vls:
+            kw["sve_vls"] = tuple(vls)
         feats = d.get("features", [])
         if not isinstance(feats, list) or not all(isinstance(f, str) for f in feats):
             raise ValueError(f"bounds.features = {_short(feats)} is not a list of feature "
@@ -149,7 +161,9 @@ BUDGET_MAX = 200     # a budget is stored in a byte of the checker state
 DEPTH_MAX = 1_000_000
 _REQUIRED = ("cpus", "fpsimd_tasks", "sve_tasks", "vcpus")
 _FILE_KEYS = ("name", "cpus", "fpsimd_tasks", "sve_tasks", "kneon_tasks", "sme_tasks", "vcpus",
-              "vcpu_sve", "vmm_sve", "features", "depth", "budgets", "vhe", "sysregs")
+              "vcpu_sve", "vmm_sve", "sve_vls", "sme_sve", "features", "depth", "budgets",
+              "vhe", "sysregs")
+SVE_VLS = (128, 256, 512, 1024, 2048)  # the VLs a bounds file may give its SVE tasks
 
 
 def _short(v: Any) -> str:
@@ -204,6 +218,40 @@ BOUNDS: dict[str, Bounds] = {
                     "switch-outs, 2 softirq NEON uses, 1 migration, 2 signal events (all other "
                     "events unbounded; the other host lifecycle events are in the host-* "
                     "bounds)"),
+    # Small bounds that reach what the ones above do not (issue 14): migration twice
+    # with SME or SVE tasks, nested kernel-mode NEON, two VLs on one CPU, an SME task
+    # that also uses non-streaming SVE.
+    "sme-migration": Bounds(
+        "sme-migration", cpus=2, fpsimd_tasks=1, sve_tasks=0, sme_tasks=1, vcpus=0,
+        features=frozenset({"sme", "preempt", "migration", "trap-window"}),
+        budgets=(("migration", 2), ("switch", 3)),
+        description="2 CPUs, 1 FPSIMD task, 1 task using SME streaming mode and ZA, no "
+                    "vCPU; preemption (also inside the SME access trap), at most 2 "
+                    "migrations and 3 switch-outs"),
+    "sve-migration": Bounds(
+        "sve-migration", cpus=2, fpsimd_tasks=1, sve_tasks=1, vcpus=0,
+        features=frozenset({"sve", "preempt", "migration", "trap-window"}),
+        budgets=(("migration", 2), ("switch", 3)),
+        description="2 CPUs, 1 FPSIMD task, 1 SVE task (VL256), no vCPU; preemption (also "
+                    "inside the SVE access trap), at most 2 migrations and 3 switch-outs"),
+    "kneon-nested": Bounds(
+        "kneon-nested", cpus=1, fpsimd_tasks=2, sve_tasks=0, kneon_tasks=2, vcpus=0,
+        features=frozenset({"kernel-neon", "softirq-neon", "preempt"}),
+        budgets=(("kneon", 2), ("softirq", 2), ("switch", 3)),
+        description="1 CPU, 2 tasks doing kernel-mode NEON in their syscalls (preemptible "
+                    "from v6.8), softirq kernel-mode NEON that may nest inside it"),
+    "sve-two-vls": Bounds(
+        "sve-two-vls", cpus=1, fpsimd_tasks=0, sve_tasks=2, sve_vls=(256, 512), vcpus=0,
+        features=frozenset({"sve", "preempt", "softirq-neon"}),
+        budgets=(("softirq", 1), ("switch", 3)),
+        description="1 CPU, 2 SVE tasks with different VLs (256 and 512), softirq "
+                    "kernel-mode NEON"),
+    "sme-sve": Bounds(
+        "sme-sve", cpus=1, fpsimd_tasks=1, sve_tasks=0, sme_tasks=1, sme_sve=True, vcpus=0,
+        features=frozenset({"sme", "sve", "preempt", "trap-window"}),
+        budgets=(("switch", 3),),
+        description="1 CPU, 1 FPSIMD task, 1 task using SME (SVL256) that also uses "
+                    "non-streaming SVE (VL512)"),
 }
 
 
@@ -233,6 +281,8 @@ def adapt_bounds(b: Bounds, supports: frozenset[str]) -> tuple[Bounds, list[str]
         notes.append(f"no host SVE: the {b.sve_tasks} SVE task(s) run FPSIMD-only")
     if "sve" in missing and b.vmm_sve:
         kw["vmm_sve"] = False
+    if "sve" in missing and b.sme_sve:
+        kw["sme_sve"] = False
     if "guest-sve" in missing and b.vcpu_sve:
         kw["vcpu_sve"] = False
         notes.append("no vCPU SVE: the vCPU runs FPSIMD-only")

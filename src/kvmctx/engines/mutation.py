@@ -43,64 +43,76 @@ from typing import Any
 _EQ = "equivalent: "
 _GAP = "bounds gap (no named bounds has the configuration): "
 EXPLANATIONS: dict[str, dict[str, str]] = {"upstream-6.14": {
-    # From `kvmctx mutation-test --bounds standard --max-states 1500000` (2026-12-01):
-    # survivors killed at no other named bounds either. Keys are ids at that commit.
+    # From `kvmctx mutation-test --bounds standard --max-states 1500000` (2026-12-03,
+    # after issue 14): survivors killed at no other named bounds. Keys are ids at
+    # that commit (statement line numbers in kvmctx.model.host shift with edits).
     "drop:upstream_6_14:50": _EQ + "fp_owner = FREE at vcpu_load; the flush sets "
         "TIF_FOREIGN_FPSTATE, so ctxflush sets FREE before the first entry anyway",
     "drop:upstream_6_14:63": _EQ + "EL0 ZEN trapped at entry; deactivate_traps traps it "
         "again at exit with nothing in between that reads it",
-    "drop:upstream_6_14:91": _EQ + "the twin of :63 (trapped at entry already)",
-    "drop:host:195": _EQ + "to_save of an empty binding is dead (every bind writes it)",
-    "drop:host:196": _EQ + "bound_vl of an empty binding is dead (every bind writes it)",
-    "drop:host:281": _EQ + "a task bind after a flush: to_save is already CURRENT",
-    "drop:host:212": _EQ + "every caller of fpsimd_flush_task_state sets the flag itself "
+    "drop:upstream_6_14:93": _EQ + "the twin of :63 (trapped at entry already)",
+    "drop:host:240": _EQ + "to_save of an empty binding is dead (every bind writes it)",
+    "drop:host:241": _EQ + "bound_vl of an empty binding is dead (every bind writes it)",
+    "drop:host:257": _EQ + "every caller of fpsimd_flush_task_state sets the flag itself "
         "or the task is not running (the flag is decided at its switch-in)",
-    "drop:host:339": _EQ + "a task inside kernel-mode NEON still has the flag that "
-        "kernel_neon_begin set (Linux does not set it here either)",
-    "drop:host:368": _EQ + "fpsimd_flush_cpu_state already sets current's flag (v4.18 on)",
-    "flag:kernel_neon_sets_foreign": _EQ + "the twin of drop:host:368",
-    "flag:flush_task_sets_foreign": _EQ + "as drop:host:212",
-    "drop:host:227": _EQ + "after an FPSIMD load TIF_SVE is clear and EL0 SVE traps; "
+    "drop:host:272": _EQ + "after an FPSIMD load TIF_SVE is clear and EL0 SVE traps; "
         "do_sve_acc zeroes the upper bits before any SVE read",
-    "drop:host:334": _EQ + "kernel-mode NEON reads only V0-V31",
-    "drop:host:401": _EQ + "a live task without TIF_SVE has zero upper bits already "
+    "drop:host:389": _EQ + "kernel-mode NEON reads only V0-V31",
+    "drop:host:394": _EQ + "a task inside kernel-mode NEON still has the flag that "
+        "kernel_neon_begin set (Linux does not set it here either)",
+    "drop:host:416": _EQ + "binding the saved kernel-mode NEON state only feeds the "
+        "lazy-load check, and v6.14 flushes (empties the binding) before that check "
+        "(01098d893fa8); nothing else reads the binding while the next task's "
+        "TIF_FOREIGN_FPSTATE is set",
+    "drop:host:417": _EQ + "as drop:host:416 (to_save of the kernel-state binding: no "
+        "save reads it, the next task's TIF_FOREIGN_FPSTATE is set)",
+    "drop:host:418": _EQ + "as drop:host:417 (its VL)",
+    "drop:host:419": _EQ + "kernel_fpsimd_cpu is read only by the lazy-load check, "
+        "which v6.14's flush-first order never reaches (as drop:host:416)",
+    "drop:host:435": _EQ + "fpsimd_flush_cpu_state already sets current's flag (v4.18 on)",
+    "drop:host:447": _EQ + "kernel-mode NEON reads only V0-V31, and the task reloads its "
+        "user state (TIF_FOREIGN_FPSTATE is set) before EL0 can read the upper bits "
+        "(reached at kneon-nested, a softirq inside task-context NEON)",
+    "drop:host:468": _EQ + "a live task without TIF_SVE has zero upper bits already "
         "(FPSIMD loads and writes zero them)",
-    "drop:host:409": _EQ + "ghost: the task's latest upper bits are already zero or "
-        "discardable when it traps on SVE",
-    "drop:host:410": _EQ + "ghost: the discard permission is moot with zero upper bits",
-    "drop:host:480": _EQ + "sve_flush_live at syscall entry: the ABI allows keeping or "
+    "drop:host:479": _EQ + "ghost: the discard permission is moot with zero upper bits",
+    "drop:host:492": _EQ + "ZA is inaccessible while PSTATE.ZA is off",
+    "drop:host:509": _EQ + "as drop:host:492",
+    "drop:host:518": "model limit: without TIF_SME every SMSTART would trap again (a "
+        "livelock); the model has no liveness property",
+    "drop:host:540": _EQ + "leaving streaming mode at syscall entry: with TIF_SVE the "
+        "sve_flush_live below zeroes the upper bits anyway, without it EL0 cannot read "
+        "them and do_sve_acc zeroes them (sme-sve reaches it)",
+    "drop:host:557": _EQ + "sve_flush_live at syscall entry: the ABI allows keeping or "
         "zeroing the upper bits, the ghost permits both",
-    "drop:host:481": _EQ + "in_syscall only lets a save skip the upper bits: dropping it "
-        "saves more, never less",
-    "drop:host:421": _EQ + "ZA is inaccessible while PSTATE.ZA is off",
-    "drop:host:436": _EQ + "as drop:host:421",
+    "drop:host:562": _EQ + "to_save = FPSIMD at syscall entry only lets a save skip the "
+        "upper bits, which sve_flush_live just zeroed: dropping it saves more, never less",
+    "drop:host:563": _EQ + "in_syscall is not read by v6.14's save rule once "
+        "398edaa12f9c records the discard in to_save",
+    "drop:host:568": _EQ + "as drop:host:563",
     "swap:vcpu_load:0": _EQ + "nothing in the softirq gap between the two reads fp_owner",
     "swap:hyp_exit:0": _EQ + "both steps run in hyp with IRQs masked",
     "flag:kernel_neon_preemptible": _EQ + "non-preemptible kernel-mode NEON (before v6.8) "
         "is a correct older host, not a bug",
+    "flag:flush_task_sets_foreign": _EQ + "as drop:host:257",
+    "flag:kernel_neon_sets_foreign": _EQ + "the twin of drop:host:435",
     "flag:bind_sets_state_cpu": _EQ + "v6.14 never reads fpsimd_cpu of a vCPU state",
-    "drop:host:219": _GAP + "two SVE contexts with different VLs on one CPU (every named "
-        "bounds has one SVE VL)",
-    "drop:host:427": _GAP + "two SME tasks with different streaming VLs",
-    "drop:host:419": _GAP + "an SME task that also uses non-streaming SVE (its upper bits "
-        "are then readable after SMSTOP)",
-    "drop:host:465": _GAP + "as drop:host:419, after a syscall",
-    "drop:host:359": _GAP + "a softirq nesting inside task-context kernel-mode NEON "
-        "(host-sme-kneon has no softirqs)",
-    "drop:host:379": _GAP + "as drop:host:359",
-    "drop:host:380": _GAP + "as drop:host:359",
-    "drop:host:445": "model limit: without TIF_SME every SMSTART would trap again (a "
-        "livelock); the model applies the instruction after one trap and has no "
-        "liveness property",
+    "flag:kernel_state_lazy": _EQ + "without the lazy load v6.14 reloads the kernel "
+        "state every time, which its flush-first order does anyway",
+    "flag:kernel_switch_flushes": _EQ + "in v6.14's order the flush before the load "
+        "does it; the pre-fix kernel (no flush at all) is the mutant "
+        "kernel-switch-no-flush, found at kneon-nested",
+    "flag:syscall_discard_by_to_save": "killed at host-sve-ptrace (recoverability, 4 "
+        "steps: the mutant syscallno-discard); the run that produced these ids predates "
+        "host-sve-ptrace in ALSO_BOUNDS",
     "flag:signal_frame_from_fp_type": "not expressible: SVE signal frames are not "
         "modelled (catalogue 7)",
-    "drop:host:346": "was a hole, now killed: the dead-field reduction hid a dropped "
-        "update_tsk_thread_flag(); Model.sched now checks the premise (no-bug)",
 }}
 
 # Smaller bounds with features the main bounds leave out, tried on survivors.
 ALSO_BOUNDS = ("kvm-vmm-sve", "kvm-sve-nvhe", "sysregs", "kvm-sme", "host-sme-kneon",
-               "host-pm", "host-hotplug", "host-exec", "host-signals")
+               "host-pm", "host-hotplug", "host-exec", "host-signals", "sme-migration",
+               "sve-migration", "kneon-nested", "sve-two-vls", "sme-sve", "host-sve-ptrace")
 
 HOOKS = ("vcpu_load", "ctxflush", "guest_entry", "hyp_exit", "ctxsync", "vcpu_put")
 HOST_MODULE = "kvmctx.model.host"

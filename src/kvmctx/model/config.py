@@ -31,6 +31,8 @@ FEATURES = (
     "vcpu-reset",    # PSCI CPU_ON resets a vCPU (KVM_REQ_VCPU_RESET in the run loop)
     "one-reg",       # KVM_SET_ONE_REG / KVM_GET_ONE_REG of FP and SVE registers
     "fpmr",          # FEAT_FPMR: FPMR saved/loaded with the FP state, tasks and guests
+    "trap-window",   # EL0 SVE/SME access traps as preemptible kernel paths (el0_sve_acc)
+    "ret-window",    # the return to EL0 and the syscall entry with their IRQs-on windows
 )
 
 DEFAULT_VL = 128  # bits; FPSIMD-only contexts are modelled at VL128

@@ -41,8 +41,10 @@ ZA_RESTORES = 30
 VCPU_RESETS = 31       # kvm_reset_vcpu() image resets (PSCI CPU_ON, KVM_SET_ONE_REG)
 ONE_REG_WRITES = 32    # KVM_SET_ONE_REG writes of FP/SVE registers
 FPMR_WRITES = 33       # FPMR writes at EL0 or in a guest (FEAT_FPMR)
+SVE_TRAPS_IN_MEMORY = 34   # do_sve_acc found the state in memory (TIF_FOREIGN_FPSTATE set)
+SME_TRAPS_IN_MEMORY = 35   # do_sme_acc likewise
 
-N = 34
+N = 36
 
 NAMES = (
     "guest_fp_traps", "host_sve_traps", "saves", "restores", "bytes_saved",
@@ -51,7 +53,8 @@ NAMES = (
     "sysreg_saves", "sysreg_restores", "sve_saves", "sve_restores", "guest_fp_uses",
     "guest_entries", "syscalls", "migrations", "host_fp_uses", "signals",
     "sysreg_traps", "eager_restores", "eager_wasted", "host_sme_traps", "za_saves",
-    "za_restores", "vcpu_resets", "one_reg_writes", "fpmr_writes",
+    "za_restores", "vcpu_resets", "one_reg_writes", "fpmr_writes", "sve_traps_in_memory",
+    "sme_traps_in_memory",
 )
 assert len(NAMES) == N
 

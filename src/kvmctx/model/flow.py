@@ -84,10 +84,65 @@ class Program:
 
 
 def st_syscall_return(m, s, k, t):
-    """Syscall exit: ret_to_user reloads the task's state if foreign (IRQs off)."""
+    """Syscall exit: ret_to_user reloads the task's state if foreign (IRQs off).
+
+    With the feature ret-window, exit_to_user_mode() as Linux runs it: the reload
+    in do_notify_resume() with IRQs on and syscallno still set, then the masked
+    re-check (st_exit_check)."""
+    if m.ret_window:
+        H.fpsimd_restore_current_state(m, s, k, t)
+        return m.L_EXIT_CHECK
     H.syscall_exit(m, s, k, t)
     H.fpsimd_restore_current_state(m, s, k, t)
+    H.fpsimd_syscall_exit(m, s, k, t)
     return m.L_USER
+
+
+def st_syscall_entry(m, s, k, t):
+    """el0_svc_common(): regs->syscallno = scno, with IRQs already on."""
+    s[m.insys[t]] = 1
+    return m.L_SYS
+
+
+def st_ioctl_entry(m, s, k, t):
+    """el0_svc_common() for ioctl(KVM_RUN): syscallno recorded."""
+    s[m.insys[t]] = 1
+    return m.L_RUN
+
+
+def st_exit_check(m, s, k, t):
+    """exit_to_user_mode(): local_daif_mask(), flags re-read; TIF_FOREIGN_FPSTATE
+    set again (a softirq or a switch landed after the reload) loops back into
+    do_notify_resume() to reload; else the task returns to EL0 (syscallno is reset
+    at its next entry, so in_syscall() is false from here on) and, from
+    398edaa12f9c, fpsimd_syscall_exit() ends the lazy discard."""
+    if s[m.foreign[t]]:
+        H.fpsimd_restore_current_state(m, s, k, t)
+        return m.L_EXIT_CHECK
+    if s[m.insys[t]]:
+        H.syscall_exit(m, s, k, t)
+        H.fpsimd_syscall_exit(m, s, k, t)
+    return m.L_USER
+
+
+def st_sve_acc(m, s, k, t):
+    """do_sve_acc() after sve_alloc(): get_cpu_fpsimd_context() .. put (no softirq,
+    no preemption in between)."""
+    H.do_sve_acc(m, s, k, t)
+    return m.L_TRAP_PUT
+
+
+def st_sme_acc(m, s, k, t):
+    """do_sme_acc() after sve_alloc()/sme_alloc(): its body under the FP context."""
+    H.do_sme_acc(m, s, k, t)
+    return m.L_TRAP_PUT
+
+
+def st_trap_return(m, s, k, t):
+    """el0_sve_acc/el0_sme_acc: exit_to_user_mode() reloads the task's state if
+    foreign; the access is retried at EL0."""
+    H.fpsimd_restore_current_state(m, s, k, t)
+    return m.L_EXIT_CHECK if m.ret_window else m.L_USER
 
 
 def st_kneon_end(m, s, k, t):
@@ -136,8 +191,12 @@ def st_put_epilogue(m, s, k, t):
 
 def st_ioctl_return(m, s, k, t):
     """KVM_RUN returns to the VMM: ret_to_user reloads its state if foreign."""
+    if m.ret_window:
+        H.fpsimd_restore_current_state(m, s, k, t)
+        return m.L_EXIT_CHECK
     H.syscall_exit(m, s, k, t)
     H.fpsimd_restore_current_state(m, s, k, t)
+    H.fpsimd_syscall_exit(m, s, k, t)
     return m.L_USER
 
 
@@ -188,6 +247,26 @@ def build_program(policy: Policy, kernel_neon_preemptible: bool,
     P.add(Point("kernel-mode NEON section (task)", K_REST, fn=st_kneon_end, sirq=True,
                 preempt=kernel_neon_preemptible, check=CHK_KNEON,
                 where="arch/arm64/kernel/fpsimd.c: kernel_neon_end"), "KNEON")
+    # EL0 SVE/SME access traps (feature trap-window): el0_sve_acc() unmasks IRQs
+    # before do_sve_acc(), whose sve_alloc() may sleep; only the body between
+    # get_cpu_fpsimd_context() and put_cpu_fpsimd_context() is atomic.
+    P.add(Point("SVE access trap: IRQs on, sve_alloc()", K_REST, fn=st_sve_acc, sirq=True,
+                preempt=True, where="arch/arm64/kernel/fpsimd.c: do_sve_acc"), "SVE_TRAP")
+    P.add(Point("SME access trap: IRQs on, sme_alloc()", K_REST, fn=st_sme_acc, sirq=True,
+                preempt=True, where="arch/arm64/kernel/fpsimd.c: do_sme_acc"), "SME_TRAP")
+    P.add(Point("access trap handled: put_cpu_fpsimd_context() done", K_REST,
+                fn=st_trap_return, sirq=True, preempt=True,
+                where="arch/arm64/kernel/entry-common.c: exit_to_user_mode"), "TRAP_PUT")
+    # The return to EL0 and the syscall entry (feature ret-window).
+    P.add(Point("exit_to_user_mode: reloaded, IRQs on", K_REST, fn=st_exit_check,
+                sirq=True, preempt=True,
+                where="arch/arm64/kernel/signal.c: do_notify_resume"), "EXIT_CHECK")
+    P.add(Point("el0_svc: fp_user_discard() done, IRQs on", K_REST, fn=st_syscall_entry,
+                sirq=True, preempt=True,
+                where="arch/arm64/kernel/syscall.c: el0_svc_common"), "SYS_ENTRY")
+    P.add(Point("el0_svc (KVM_RUN): fp_user_discard() done, IRQs on", K_REST,
+                fn=st_ioctl_entry, sirq=True, preempt=True,
+                where="arch/arm64/kernel/syscall.c: el0_svc_common"), "RUN_ENTRY")
 
     # KVM_RUN ioctl: vcpu_load, the run loop, vcpu_put, return to the VMM.
     P.add(Point("KVM_RUN: vcpu_load()", K_REST, fn=st_vcpu_load_prologue, sirq=True,

@@ -93,6 +93,29 @@ class HostConfig:
     # 5cbb61bf4168: sve_set_common() zeroes the tracee's fpsimd_state; before it (from
     # 316283f276eb) the memset hit current's, the tracer's saved V0-V31 (feature ptrace).
     sve_set_zeroes_target: bool = True
+    # 751ecf6afd65 (v6.12, CVE-2024-50275): do_sve_acc() with the state in memory
+    # invalidates the task's binding after converting its image; before it, a CPU
+    # that still held the pre-trap state could be reused without a reload.
+    sve_trap_flushes_task: bool = True
+    # d3eaab3c7090 (v6.15, in 6.14.y): the same for do_sme_acc().
+    sme_trap_flushes_task: bool = True
+    # 398edaa12f9c (v6.16, in 6.14.y/6.12.y): whether a save may drop the SVE state is
+    # recorded in the binding (to_save = FPSIMD at syscall entry after the flush,
+    # CURRENT again at syscall exit; any rebind resets it), not read from
+    # in_syscall(): a ptrace write of SVE state at a syscall stop is kept. Only
+    # meaningful with syscall_sve == "flush".
+    syscall_discard_by_to_save: bool = False
+    # 2632e2521769 (v6.8, reapplied as f481bb32d60e): saving a task's kernel-mode
+    # NEON state at a switch binds that buffer to the CPU and records the CPU
+    # (thread.kernel_fpsimd_cpu: the kernel context's ctx.fpsimd_cpu here); switching
+    # back skips the load while both still match. With kernel_state_flush_first the
+    # flush comes first and empties the binding, so the elision never applies.
+    kernel_state_lazy: bool = True
+    # e92bee9f861b (v6.10, in 6.8.y/6.9.y): switching to a task inside kernel-mode
+    # NEON flushes the CPU state, so the previous task's user binding no longer
+    # claims registers its kernel state overwrote; before it, only next's
+    # TIF_FOREIGN_FPSTATE was set (the dm-crypt corruption on Apple M1).
+    kernel_switch_flushes: bool = True
 
     # Seed 000 patch 0.9 (RFC, 2018), as posted: fpsimd_thread_switch() asks
     # whether *current's* state is foreign instead of next's.
@@ -126,7 +149,8 @@ HOST_SEED_003 = HOST_4_18.but(era="seed 003 (2022)", fp_type_tracking=True,
                               bound_state_format=True, syscall_sve=SYSCALL_KEEP,
                               signal_frame_from_fp_type=True)
 HOST_6_2 = HOST_SEED_003.but(era="v6.2", syscall_sve=SYSCALL_FLUSH)
-HOST_6_14 = HOST_6_2.but(era="v6.14", kernel_neon_preemptible=True)
+HOST_6_14 = HOST_6_2.but(era="v6.14", kernel_neon_preemptible=True,
+                         syscall_discard_by_to_save=True)
 
 
 def fpsimd_bytes(m: object, c: int) -> int:  # pragma: no cover - doc helper
@@ -162,7 +186,8 @@ def fpsimd_save_user_state(m, s: list[int], k: int) -> None:
         ts = s[m.to_save[k]]
         save_sve = ts == TO_SAVE_SVE or (
             ts == TO_SAVE_CURRENT and s[m.tif_sve[cur]]
-            and not (s[m.insys[cur]] and hc.syscall_sve != SYSCALL_DISCARD))
+            and (hc.syscall_discard_by_to_save
+                 or not (s[m.insys[cur]] and hc.syscall_sve != SYSCALL_DISCARD)))
         want_vl = s[m.bound_vl[k]]
         target = c
     else:
@@ -348,21 +373,23 @@ def fpsimd_thread_switch(m, s: list[int], k: int, prev: int, nxt: int) -> None:
     if m.hc.arm32_lazy_vfp:
         vfp_notifier_switch(m, s, k)
         return
-    if m.hc.kernel_neon_preemptible and s[m.kfp[prev]]:
-        # prev is inside a kernel-mode NEON section: save its kernel state.
-        s[m.mem_lo[m.kn_ctx[prev]]] = s[m.lo[k]]
-        m.ctr[C.SAVES] += 1
-        m.ctr[C.BYTES_SAVED] += 520
+    hc = m.hc
+    if hc.kernel_neon_preemptible and s[m.kfp[prev]]:
+        # prev is inside a kernel-mode NEON section: fpsimd_save_kernel_state().
+        fpsimd_save_kernel_state(m, s, k, prev)
     else:
         fpsimd_save_user_state(m, s, k)
-    if m.hc.kernel_neon_preemptible and s[m.kfp[nxt]]:
-        if m.hc.kernel_state_flush_first:
+    if hc.kernel_neon_preemptible and s[m.kfp[nxt]]:
+        if hc.kernel_state_flush_first:
             fpsimd_flush_cpu_state(m, s, k)
-        s[m.lo[k]] = s[m.mem_lo[m.kn_ctx[nxt]]]
-        s[m.hi[k]] = ZERO
-        m.ctr[C.RESTORES] += 1
-        m.ctr[C.BYTES_RESTORED] += 520
-        if not m.hc.kernel_state_flush_first:
+        kc = m.kn_ctx[nxt]
+        if not (hc.kernel_state_lazy and s[m.bound[k]] == kc and s[m.fcpu[kc]] == k):
+            # fpsimd_load_kernel_state(), unless this CPU still holds it (2632e2521769).
+            s[m.lo[k]] = s[m.mem_lo[kc]]
+            s[m.hi[k]] = ZERO
+            m.ctr[C.RESTORES] += 1
+            m.ctr[C.BYTES_RESTORED] += 520
+        if not hc.kernel_state_flush_first and hc.kernel_switch_flushes:
             fpsimd_flush_cpu_state(m, s, k)   # SMSTOP after the load (before 01098d893fa8)
         s[m.foreign[nxt]] = 1
     elif nxt:
@@ -378,15 +405,27 @@ def fpsimd_thread_switch(m, s: list[int], k: int, prev: int, nxt: int) -> None:
 # Kernel-mode NEON
 
 
+def fpsimd_save_kernel_state(m, s: list[int], k: int, t: int) -> None:
+    """Save t's kernel-mode NEON registers; from 2632e2521769 also bind that buffer
+    to the CPU (to_save FPSIMD) and record the CPU in it."""
+    kc = m.kn_ctx[t]
+    s[m.mem_lo[kc]] = s[m.lo[k]]
+    m.ctr[C.SAVES] += 1
+    m.ctr[C.BYTES_SAVED] += 520
+    if m.hc.kernel_state_lazy:
+        s[m.bound[k]] = kc
+        s[m.to_save[k]] = TO_SAVE_FPSIMD
+        s[m.bound_vl[k]] = 1
+        s[m.fcpu[kc]] = k
+
+
 def kernel_neon_begin(m, s: list[int], k: int, softirq: bool) -> None:
     cur = s[m.cur[k]]
     if m.hc.kernel_neon_preemptible and s[m.kfp[cur]]:
         # Only a softirq can nest inside a task's kernel-mode NEON section.
         if not softirq:
             m.violate("no-bug", "kernel_neon_begin(): nested task-context NEON (BUG_ON)", k, (cur,))
-        s[m.mem_lo[m.kn_ctx[cur]]] = s[m.lo[k]]
-        m.ctr[C.SAVES] += 1
-        m.ctr[C.BYTES_SAVED] += 520
+        fpsimd_save_kernel_state(m, s, k, cur)   # then unbound by the flush below
     else:
         fpsimd_save_user_state(m, s, k)
         if m.hc.kernel_neon_preemptible and not softirq and cur:
@@ -430,10 +469,12 @@ def do_sve_acc(m, s: list[int], k: int, t: int) -> None:
         fpsimd_bind_task_to_cpu(m, s, k, t)
     else:
         # In memory: convert the FPSIMD image to SVE form.
+        m.ctr[C.SVE_TRAPS_IN_MEMORY] += 1
         s[m.mem_zlo[t]] = s[m.mem_lo[t]]
         s[m.mem_hi[t]] = ZERO
         s[m.fp_type[t]] = FP_STATE_SVE
-        fpsimd_flush_task_state(m, s, t)
+        if m.hc.sve_trap_flushes_task:
+            fpsimd_flush_task_state(m, s, t)
     s[m.want_hi[t]] = ZERO
     s[m.permit[t]] = 0
 
@@ -479,7 +520,9 @@ def do_sme_acc(m, s: list[int], k: int, t: int) -> None:
         s[m.svl[k]] = m.task_svq[t]
         fpsimd_bind_task_to_cpu(m, s, k, t)   # enables EL0 SME
     else:
-        fpsimd_flush_task_state(m, s, t)
+        m.ctr[C.SME_TRAPS_IN_MEMORY] += 1
+        if m.hc.sme_trap_flushes_task:
+            fpsimd_flush_task_state(m, s, t)
 
 
 # --------------------------------------------------------------------------
@@ -512,11 +555,24 @@ def syscall_enter(m, s: list[int], k: int, t: int) -> None:
                 m.ctr[C.TRAP_WRITES] += 1
         elif mode == SYSCALL_FLUSH:
             s[m.hi[k]] = ZERO  # sve_flush_live(): the state is live at entry
+            if m.hc.syscall_discard_by_to_save:
+                # fpsimd_syscall_enter(): only the FPSIMD part is live now. (Linux
+                # writes it whatever TIF_SVE says; without TIF_SVE a save takes the
+                # FPSIMD form anyway, so the model writes it only with TIF_SVE.)
+                s[m.to_save[k]] = TO_SAVE_FPSIMD
     s[m.insys[t]] = 1
 
 
 def syscall_exit(m, s: list[int], k: int, t: int) -> None:
+    """The syscall is over (for the save rule of v6.14: in_syscall() false)."""
     s[m.insys[t]] = 0
+
+
+def fpsimd_syscall_exit(m, s: list[int], k: int, t: int) -> None:
+    """398edaa12f9c: after exit_to_user_mode() the task's state is bound here; stop
+    the lazy discard (IRQs masked, just before the eret)."""
+    if m.hc.syscall_discard_by_to_save and m.hc.syscall_sve == SYSCALL_FLUSH:
+        s[m.to_save[k]] = TO_SAVE_CURRENT
 
 
 # Save-target shorthand used by policies that stash FPSIMD state themselves.

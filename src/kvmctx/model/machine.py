@@ -222,6 +222,12 @@ class Model:
         self.L_KNEON, self.L_RUN, self.L_TOP = L["KNEON"], L["RUN"], L["TOP"]
         self.L_GUEST, self.L_EXIT, self.L_POST = L["GUEST"], L["EXIT"], L["POST"]
         self.L_OUT, self.L_RET, self.L_SCHED_IN = L["OUT"], L["RET"], L["SCHED_IN"]
+        self.L_SVE_TRAP, self.L_SME_TRAP = L["SVE_TRAP"], L["SME_TRAP"]
+        self.L_TRAP_PUT = L["TRAP_PUT"]
+        self.trap_window = config.has("trap-window")
+        self.L_EXIT_CHECK = L["EXIT_CHECK"]
+        self.L_SYS_ENTRY, self.L_RUN_ENTRY = L["SYS_ENTRY"], L["RUN_ENTRY"]
+        self.ret_window = config.has("ret-window")
         self._init_state()
 
         self.ctr = C.new()
@@ -463,11 +469,17 @@ class Model:
             t = s[self.cur[k]]
             H.syscall_enter(self, s, k, t)
             s[self.pc[t]] = self.L_SYS
+            if self.ret_window:  # el0_svc: IRQs on before syscallno is recorded
+                s[self.insys[t]] = 0
+                s[self.pc[t]] = self.L_SYS_ENTRY
         elif kind == KVMRUN:
             k = a[1]
             t = s[self.cur[k]]
             H.syscall_enter(self, s, k, t)
             s[self.pc[t]] = self.L_RUN
+            if self.ret_window:
+                s[self.insys[t]] = 0
+                s[self.pc[t]] = self.L_RUN_ENTRY
         elif kind == KNEON:
             self.task_neon(s, a[1])
         elif kind in (GFP, GSVE):
@@ -493,6 +505,9 @@ class Model:
     def sched(self, s: list[int], k: int, nxt: int) -> None:
         """__schedule() on CPU k: prev -> nxt, IRQs off throughout."""
         prev = s[self.cur[k]]
+        if self.ret_window and prev and s[self.pc[prev]] == self.L_USER:
+            # Preempted at EL0: it resumes inside exit_to_user_mode()'s loop.
+            s[self.pc[prev]] = self.L_EXIT_CHECK
         if prev:
             v = self.vcpu_of[prev]
             if v >= 0 and s[self.vcpu_cpu[v]] != NO_CPU:
@@ -542,6 +557,10 @@ class Model:
         self.in_softirq = False
         t = s[self.cur[k]]
         if t and s[self.pc[t]] == self.L_USER:
+            if self.ret_window:
+                # The interrupt returns through exit_to_user_mode()'s loop.
+                s[self.pc[t]] = self.L_EXIT_CHECK
+                return
             # The interrupt returns to EL0 through ret_to_user (IRQs off).
             H.fpsimd_restore_current_state(self, s, k, t)
 
@@ -559,6 +578,11 @@ class Model:
     def user_sve(self, s: list[int], k: int) -> None:
         t = s[self.cur[k]]
         if not s[self.zen[k]] and not s[self.sm[k]]:  # streaming SVE: SME's, no ZEN trap
+            if self.trap_window:
+                # el0_sve_acc: the handler is a preemptible kernel path (flow.py); the
+                # access is retried once it returns to EL0.
+                s[self.pc[t]] = self.L_SVE_TRAP
+                return
             H.do_sve_acc(self, s, k, t)
             # The trap returns through ret_to_user, which reloads the state if it
             # was in memory, before the instruction is retried.
@@ -732,7 +756,8 @@ class Model:
                 for k in cpus:
                     if s[bound0 + k] == c and s[lo0 + k] == want_lo and (
                             not hi_m or s[hi0 + k] == want_hi
-                            or (s[hi0 + k] == ZERO and s[per + c])):
+                            or (s[hi0 + k] == ZERO and s[per + c])) and (
+                            not is_thread or self._task_claims(s, c, k)):
                         n += 1
                 if n == 1:
                     continue
@@ -756,6 +781,18 @@ class Model:
         if self.policy.check is not None:
             self.policy.check(self, s)
 
+    def _task_claims(self, s: list[int], t: int, k: int) -> bool:
+        """Whether CPU k's binding of task t's state is a claim Linux honours.
+
+        A task skips its reload only where both the binding and its fpsimd_cpu name
+        the CPU (fpsimd_thread_switch), so a CPU whose binding names t while t's
+        fpsimd_cpu names another CPU (or none) holds a dead copy. The exception is t
+        running on k with TIF_FOREIGN_FPSTATE clear: the registers are its own and
+        the next fpsimd_save_user_state() saves them whatever fpsimd_cpu says.
+        (Task contexts only: KVM binds vCPU states without fpsimd_cpu.)
+        """
+        return s[self.fcpu[t]] == k or (s[self.cur[k]] == t and not s[self.foreign[t]])
+
     def _recover_slow(self, s: list[int], c: int, is_thread: bool, hi_static: bool) -> bool:
         """The full recoverability test for one context; True if it reported."""
         want_lo = s[self.want_lo[c]]
@@ -776,7 +813,9 @@ class Model:
         holders = [k for k in range(self.ncpu)
                    if s[self.bound[k]] in areas and s[self.lo[k]] == want_lo
                    and (not hi_matters or s[self.hi[k]] == want_hi
-                        or (s[self.hi[k]] == ZERO and permit))]
+                        or (s[self.hi[k]] == ZERO and permit))
+                   and (s[self.bound[k]] >= self.nthreads
+                        or self._task_claims(s, s[self.bound[k]], k))]
         if len(holders) == 1:
             return False
         if self.dedupe_lost:
@@ -911,6 +950,8 @@ class Model:
             return f"{who}: guest exit ({'to the VMM' if y == EXIT_USER else 'handled in kernel'})"
         v = self.vcpu_of[t]
         vname = self.name(self.vctx[v]) if v >= 0 else who
+        if kind == USVE and self.trap_window and not s[self.zen[x]] and not s[self.sm[x]]:
+            return f"{who}: SVE access at EL0 traps (el0_sve_acc)"
         return {
             UFP: f"{who} writes FPSIMD at EL0",
             USVE: f"{who} writes SVE at EL0",

@@ -103,7 +103,8 @@ def load_all() -> None:
     """Mutant modules kept apart by area register themselves on import."""
     import importlib
 
-    for mod in ("kvmctx.policies.mutants_host", "kvmctx.policies.mutants_vcpu"):
+    for mod in ("kvmctx.policies.mutants_host", "kvmctx.policies.mutants_vcpu",
+                "kvmctx.policies.mutants_windows"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

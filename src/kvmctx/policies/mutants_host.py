@@ -93,10 +93,6 @@ NOT_EXPRESSED.update({
     8: _SIG_SVE + " and SME streaming mode",
     9: _SIG_SVE + "; and signal-handler setup (setup_return's SMSTOP) as a preemptible "
        "kernel path",
-    10: "the discard happens in the window between the reload on the way back to EL0 and "
-        "the eret, with syscallno still set; the model's syscall return reloads and leaves "
-        "the syscall in one step (ptrace SVE writes are modelled: kvmctx check --bounds "
-        "host-life)",
     11: _SIG_SVE + "; and forged sigreturn frames",
     12: _SIG_SVE + "; and ZA storage allocation (the model's tasks always have storage)",
     21: "needs trap-control writes pending an ISB (a CPACR.SMEN write takes effect only "

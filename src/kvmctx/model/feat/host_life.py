@@ -196,6 +196,8 @@ def _sigreturn(m, s, a) -> None:
     t = s[m.cur[k]]
     H.syscall_enter(m, s, k, t)
     s[m.pc[t]] = m.L_SYS
+    if m.ret_window:
+        s[m.insys[t]] = 0               # restore_sigframe(): forget_syscall()
     frame = s[m.sig_lo[t]]
     # restore_fpsimd_context() -> fpsimd_update_current_state(), then the
     # task's binding is invalidated so the return to EL0 reloads the image.

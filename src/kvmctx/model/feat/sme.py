@@ -57,6 +57,9 @@ def _enabled(m, s, k, t, pc, kind, out) -> None:
 def _user_sme(m, s, a) -> None:
     k = a[1]
     t = s[m.cur[k]]
+    if not s[m.smen[k]] and m.trap_window:
+        s[m.pc[t]] = m.L_SME_TRAP   # el0_sme_acc, a preemptible path (flow.py)
+        return
     m.ctr[C.HOST_FP_USES] += 1
     if not s[m.smen[k]]:
         H.do_sme_acc(m, s, k, t)
