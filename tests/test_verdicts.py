@@ -109,3 +109,11 @@ def test_random_simulation_with_an_sve_vmm_agrees():
     for safe in ("upstream-6.14", "arm64-4.17"):
         r = api.run(safe, "default", seed=0, events=100_000, knobs={"vmm_sve": 0.5})
         assert r.metrics()["violations"] == 0, safe
+
+
+def test_standard_with_the_trap_window_keeps_upstream_safe():
+    """Issue 14: the trap window at standard (bounds standard-traps) costs 1.5x the
+    states and changes no verdict (docs/checker.md has every design)."""
+    res, _ = check("upstream-6.14", CK.BOUNDS["standard-traps"])
+    assert res.complete and res.violation is None
+    assert res.states == 9_854_514
