@@ -129,8 +129,8 @@ def simpy_rate(actions: list[tuple[int, int, int]], events: int, ncpu: int,
 
 
 def _check(bounds_name: str, policy: str, max_states: int | None, engine: str,
-           jobs: int = 1) -> tuple[Any, float, float]:
-    """One check; (result, RSS before it in MB, wall seconds)."""
+           jobs: int = 1) -> tuple[Any, float]:
+    """One check; (result, RSS before it in MB)."""
     from kvmctx import api
     from kvmctx.engines import checker as CK
     from kvmctx.engines import engine as EN
@@ -141,9 +141,8 @@ def _check(bounds_name: str, policy: str, max_states: int | None, engine: str,
     model = Model(bounds.config(), pol)
     gc.collect()
     rss0 = CK._rss_mb()
-    t0 = time.perf_counter()
     res = EN.check(model, bounds, engine=engine, jobs=jobs, max_states=max_states)
-    return res, rss0, time.perf_counter() - t0
+    return res, rss0
 
 
 def checker_figures(bounds_name: str, policy: str = "upstream-6.14",
@@ -156,7 +155,7 @@ def checker_figures(bounds_name: str, policy: str = "upstream-6.14",
     from kvmctx.engines import engine as EN
 
     engine = EN.resolve("auto")
-    res, rss0, _ = _check(bounds_name, policy, max_states, "auto")
+    res, rss0 = _check(bounds_name, policy, max_states, "auto")
     grow = max(0.0, res.peak_rss_mb - rss0)
     out: dict[str, Any] = {
         "checker_engine": engine,
@@ -174,16 +173,16 @@ def checker_figures(bounds_name: str, policy: str = "upstream-6.14",
     if engine == "native":
         out["checker_python_runs"] = sum(v for k, v in res.engine_stats.items()
                                          if k.startswith("python_"))
-        r2, _, wall2 = _check(bounds_name, policy, max_states, "native", jobs=2)
-        out["checker_jobs2_states_per_s"] = round(r2.states / wall2) if wall2 else None
+        r2, _ = _check(bounds_name, policy, max_states, "native", jobs=2)
+        out["checker_jobs2_states_per_s"] = round(r2.states_per_s)
         out["checker_jobs2_speedup"] = round(res.seconds / r2.seconds, 3) if r2.seconds else None
         cap = min(python_states, max_states or python_states)
-        rn, _, _ = _check(bounds_name, policy, cap, "native")
+        rn, _ = _check(bounds_name, policy, cap, "native")
         out["checker_states_per_s_native_capped"] = round(rn.states_per_s)
     else:
         cap = min(python_states, max_states or python_states)
         rn = None
-    rp, _, _ = _check(bounds_name, policy, cap, "python")
+    rp, _ = _check(bounds_name, policy, cap, "python")
     out["checker_python_states"] = rp.states
     out["checker_states_per_s_python"] = round(rp.states_per_s)
     if rn is not None and rp.states_per_s:

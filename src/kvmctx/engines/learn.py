@@ -113,7 +113,6 @@ class Learner:
         self.m = m
         self.features = features
         self.violations: list[Any] = []
-        self.calls = {"enabled": 0, "apply": 0, "recover": 0}
 
     def _take_vio(self) -> int:
         vio = self.m.vio
@@ -142,7 +141,6 @@ class Learner:
         return out
 
     def enabled(self, base: list[int] | bytes) -> tuple[list[int], list[int], list[tuple]]:
-        self.calls["enabled"] += 1
 
         def run() -> tuple:
             r = RecordingState(base)
@@ -156,7 +154,6 @@ class Learner:
 
     def apply(self, base: list[int] | bytes, a: tuple[int, int, int]
               ) -> tuple[list[int], list[int], list[int], list[int], int]:
-        self.calls["apply"] += 1
         m = self.m
 
         def run() -> tuple:
@@ -171,7 +168,6 @@ class Learner:
         return (*out, self._take_vio())
 
     def recover(self, base: list[int] | bytes) -> tuple[list[int], list[int], int]:
-        self.calls["recover"] += 1
         m = self.m
 
         def run() -> tuple:
