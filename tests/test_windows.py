@@ -21,7 +21,7 @@ from kvmctx.model.machine import Model
 from kvmctx.model.values import NO_CPU
 from kvmctx.policies import mutants as _MU
 
-_MU.load_all()  # registers host-sve-ptrace (and the host-* bounds) in CK.BOUNDS
+_MU.load_all()  # registers host-syscall-stop (and the host-* bounds) in CK.BOUNDS
 
 SAFE = ("arm32-vfp-2012", "arm64-4.17", "martin-rfc-2018", "upstream-4.18", "brown-sve-2022",
         "upstream-6.14", "pkvm")
@@ -162,7 +162,7 @@ def test_ptrace_sve_write_at_a_syscall_stop_is_lost_before_398edaa12f9c():
 
     mu = MU.get("syscallno-discard")
     assert mu.source == "398edaa12f9c" and mu.catalogue == 10
-    b = CK.BOUNDS["host-sve-ptrace"]
+    b = CK.BOUNDS["host-syscall-stop"]
     res = EN.check(Model(b.config(), mu.build()), b)
     assert res.violation is not None and res.violation["invariant"] == "recoverability"
     assert res.depth <= 5
@@ -177,7 +177,7 @@ def test_ptrace_sve_write_at_a_syscall_stop_is_lost_before_398edaa12f9c():
 def test_the_return_window_at_host_sve_ptrace(policy: str):
     """Seed 003 keyed the lazy SVE discard on in_syscall() (8c845e273104), so
     brown-sve-2022 has the window 398edaa12f9c closed; every other design is clean."""
-    res = _check(policy, CK.BOUNDS["host-sve-ptrace"])
+    res = _check(policy, CK.BOUNDS["host-syscall-stop"])
     if policy == "brown-sve-2022":
         assert res.violation is not None and res.violation["invariant"] == "recoverability"
     else:

@@ -102,9 +102,9 @@ EXPLANATIONS: dict[str, dict[str, str]] = {"upstream-6.14": {
     "flag:kernel_switch_flushes": _EQ + "in v6.14's order the flush before the load "
         "does it; the pre-fix kernel (no flush at all) is the mutant "
         "kernel-switch-no-flush, found at kneon-nested",
-    "flag:syscall_discard_by_to_save": "killed at host-sve-ptrace (recoverability, 4 "
+    "flag:syscall_discard_by_to_save": "killed at host-syscall-stop (recoverability, 4 "
         "steps: the mutant syscallno-discard); the run that produced these ids predates "
-        "host-sve-ptrace in ALSO_BOUNDS",
+        "host-syscall-stop in ALSO_BOUNDS",
     "flag:signal_frame_from_fp_type": "not expressible: SVE signal frames are not "
         "modelled (catalogue 7)",
 }}
@@ -112,7 +112,7 @@ EXPLANATIONS: dict[str, dict[str, str]] = {"upstream-6.14": {
 # Smaller bounds with features the main bounds leave out, tried on survivors.
 ALSO_BOUNDS = ("kvm-vmm-sve", "kvm-sve-nvhe", "sysregs", "kvm-sme", "host-sme-kneon",
                "host-pm", "host-hotplug", "host-exec", "host-signals", "sme-migration",
-               "sve-migration", "kneon-nested", "sve-two-vls", "sme-sve", "host-sve-ptrace")
+               "sve-migration", "kneon-nested", "sve-two-vls", "sme-sve", "host-syscall-stop")
 
 HOOKS = ("vcpu_load", "ctxflush", "guest_entry", "hyp_exit", "ctxsync", "vcpu_put")
 HOST_MODULE = "kvmctx.model.host"

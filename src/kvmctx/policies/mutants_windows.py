@@ -28,7 +28,7 @@ register(Mutant(
     transform=_host(sme_trap_flushes_task=False), bounds="sme-migration"))
 
 register_bounds(Bounds(
-    "host-sve-ptrace", cpus=1, fpsimd_tasks=0, sve_tasks=1, vcpus=0,
+    "host-syscall-stop", cpus=1, fpsimd_tasks=0, sve_tasks=1, vcpus=0,
     features=frozenset({"sve", "ptrace", "softirq-neon", "preempt", "ret-window"}),
     budgets=(("ptrace", 1), ("softirq", 1), ("switch", 2)),
     description="1 CPU, 1 SVE task, no vCPU; ptrace writes at syscall stops, softirq "
@@ -42,7 +42,7 @@ register(Mutant(
                 "debugger's NT_ARM_SVE write at a syscall stop is reloaded on the way out, "
                 "then a softirq in exit_to_user_mode()'s IRQs-on window saves only the "
                 "FPSIMD view (syscallno is still set) and the written upper bits are lost",
-    transform=_host(syscall_discard_by_to_save=False), bounds="host-sve-ptrace"))
+    transform=_host(syscall_discard_by_to_save=False), bounds="host-syscall-stop"))
 
 register(Mutant(
     name="kernel-switch-no-flush", base="upstream-6.14", source="e92bee9f861b",
