@@ -1,8 +1,8 @@
 """The mutation test's explanations name mutants that still exist.
 
-Explanation keys are statement line numbers (``drop:host:240``); an edit to
-kvmctx.model.host or a policy shifts them, and a stale key would silently
-explain a different statement or none."""
+Explanation keys name a function and the dropped statement's place in it
+(``drop:host:fpsimd_flush_cpu_state:2``); an edit to that function can shift
+them, and a stale key would silently explain a different statement or none."""
 
 from __future__ import annotations
 

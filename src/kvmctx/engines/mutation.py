@@ -44,69 +44,101 @@ _EQ = "equivalent: "
 _GAP = "bounds gap (no named bounds has the configuration): "
 EXPLANATIONS: dict[str, dict[str, str]] = {"upstream-6.14": {
     # From `kvmctx mutation-test --bounds standard --max-states 1500000` (2026-12-03,
-    # after issue 14): survivors killed at no other named bounds. Keys are ids at
-    # that commit (statement line numbers in kvmctx.model.host shift with edits).
-    "drop:upstream_6_14:50": _EQ + "fp_owner = FREE at vcpu_load; the flush sets "
-        "TIF_FOREIGN_FPSTATE, so ctxflush sets FREE before the first entry anyway",
-    "drop:upstream_6_14:63": _EQ + "EL0 ZEN trapped at entry; deactivate_traps traps it "
-        "again at exit with nothing in between that reads it",
-    "drop:upstream_6_14:93": _EQ + "the twin of :63 (trapped at entry already)",
-    "drop:host:240": _EQ + "to_save of an empty binding is dead (every bind writes it)",
-    "drop:host:241": _EQ + "bound_vl of an empty binding is dead (every bind writes it)",
-    "drop:host:257": _EQ + "every caller of fpsimd_flush_task_state sets the flag itself "
-        "or the task is not running (the flag is decided at its switch-in)",
-    "drop:host:272": _EQ + "after an FPSIMD load TIF_SVE is clear and EL0 SVE traps; "
-        "do_sve_acc zeroes the upper bits before any SVE read",
-    "drop:host:389": _EQ + "kernel-mode NEON reads only V0-V31",
-    "drop:host:394": _EQ + "a task inside kernel-mode NEON still has the flag that "
-        "kernel_neon_begin set (Linux does not set it here either)",
-    "drop:host:416": _EQ + "binding the saved kernel-mode NEON state only feeds the "
-        "lazy-load check, and v6.14 flushes (empties the binding) before that check "
-        "(01098d893fa8); nothing else reads the binding while the next task's "
-        "TIF_FOREIGN_FPSTATE is set",
-    "drop:host:417": _EQ + "as drop:host:416 (to_save of the kernel-state binding: no "
-        "save reads it, the next task's TIF_FOREIGN_FPSTATE is set)",
-    "drop:host:418": _EQ + "as drop:host:417 (its VL)",
-    "drop:host:419": _EQ + "kernel_fpsimd_cpu is read only by the lazy-load check, "
-        "which v6.14's flush-first order never reaches (as drop:host:416)",
-    "drop:host:435": _EQ + "fpsimd_flush_cpu_state already sets current's flag (v4.18 on)",
-    "drop:host:447": _EQ + "kernel-mode NEON reads only V0-V31, and the task reloads its "
-        "user state (TIF_FOREIGN_FPSTATE is set) before EL0 can read the upper bits "
-        "(reached at kneon-nested, a softirq inside task-context NEON)",
-    "drop:host:468": _EQ + "a live task without TIF_SVE has zero upper bits already "
-        "(FPSIMD loads and writes zero them)",
-    "drop:host:479": _EQ + "ghost: the discard permission is moot with zero upper bits",
-    "drop:host:492": _EQ + "ZA is inaccessible while PSTATE.ZA is off",
-    "drop:host:509": _EQ + "as drop:host:492",
-    "drop:host:518": "model limit: without TIF_SME every SMSTART would trap again (a "
-        "livelock); the model has no liveness property",
-    "drop:host:540": _EQ + "leaving streaming mode at syscall entry: with TIF_SVE the "
-        "sve_flush_live below zeroes the upper bits anyway, without it EL0 cannot read "
-        "them and do_sve_acc zeroes them (sme-sve reaches it)",
-    "drop:host:557": _EQ + "sve_flush_live at syscall entry: the ABI allows keeping or "
-        "zeroing the upper bits, the ghost permits both",
-    "drop:host:562": _EQ + "to_save = FPSIMD at syscall entry only lets a save skip the "
-        "upper bits, which sve_flush_live just zeroed: dropping it saves more, never less",
-    "drop:host:563": _EQ + "in_syscall is not read by v6.14's save rule once "
-        "398edaa12f9c records the discard in to_save",
-    "drop:host:568": _EQ + "as drop:host:563",
-    "swap:vcpu_load:0": _EQ + "nothing in the softirq gap between the two reads fp_owner",
-    "swap:hyp_exit:0": _EQ + "both steps run in hyp with IRQs masked",
-    "flag:kernel_neon_preemptible": _EQ + "non-preemptible kernel-mode NEON (before v6.8) "
-        "is a correct older host, not a bug",
-    "flag:flush_task_sets_foreign": _EQ + "as drop:host:257",
-    "flag:kernel_neon_sets_foreign": _EQ + "the twin of drop:host:435",
-    "flag:bind_sets_state_cpu": _EQ + "v6.14 never reads fpsimd_cpu of a vCPU state",
-    "flag:kernel_state_lazy": _EQ + "without the lazy load v6.14 reloads the kernel "
-        "state every time, which its flush-first order does anyway",
-    "flag:kernel_switch_flushes": _EQ + "in v6.14's order the flush before the load "
-        "does it; the pre-fix kernel (no flush at all) is the mutant "
-        "kernel-switch-no-flush, found at kneon-nested",
-    "flag:syscall_discard_by_to_save": "killed at host-syscall-stop (recoverability, 4 "
-        "steps: the mutant syscallno-discard); the run that produced these ids predates "
-        "host-syscall-stop in ALSO_BOUNDS",
-    "flag:signal_frame_from_fp_type": "not expressible: SVE signal frames are not "
-        "modelled (catalogue 7)",
+    # after issue 14): survivors killed at no other named bounds. Keys name the
+    # function and the dropped statement's place in it (1 = its first droppable one).
+    "drop:upstream_6_14:load_fp_owner_free:1":
+        _EQ + "fp_owner = FREE at vcpu_load; the flush sets TIF_FOREIGN_FPSTATE, so ctxflush "
+        "sets FREE before the first entry anyway",
+    "drop:upstream_6_14:activate_traps:2":
+        _EQ + "EL0 ZEN trapped at entry; deactivate_traps traps it again at exit with nothing "
+        "in between that reads it",
+    "drop:upstream_6_14:deactivate_traps:1":
+        _EQ + "the twin of drop:upstream_6_14:activate_traps:2 (trapped at entry already)",
+    "drop:host:fpsimd_flush_cpu_state:2":
+        _EQ + "to_save of an empty binding is dead (every bind writes it)",
+    "drop:host:fpsimd_flush_cpu_state:3":
+        _EQ + "bound_vl of an empty binding is dead (every bind writes it)",
+    "drop:host:fpsimd_flush_task_state:2":
+        _EQ + "every caller of fpsimd_flush_task_state sets the flag itself or the task is not "
+        "running (the flag is decided at its switch-in)",
+    "drop:host:load_state:5":
+        _EQ + "after an FPSIMD load TIF_SVE is clear and EL0 SVE traps; do_sve_acc zeroes the "
+        "upper bits before any SVE read",
+    "drop:host:fpsimd_thread_switch:6":
+        _EQ + "kernel-mode NEON reads only V0-V31",
+    "drop:host:fpsimd_thread_switch:8":
+        _EQ + "a task inside kernel-mode NEON still has the flag that kernel_neon_begin set "
+        "(Linux does not set it here either)",
+    "drop:host:fpsimd_save_kernel_state:2":
+        _EQ + "binding the saved kernel-mode NEON state only feeds the lazy-load check, and "
+        "v6.14 flushes (empties the binding) before that check (01098d893fa8); nothing "
+        "else reads the binding while the next task's TIF_FOREIGN_FPSTATE is set",
+    "drop:host:fpsimd_save_kernel_state:3":
+        _EQ + "as drop:host:fpsimd_save_kernel_state:2 (to_save of the kernel-state binding: no"
+        " save reads it, the next task's TIF_FOREIGN_FPSTATE is set)",
+    "drop:host:fpsimd_save_kernel_state:4":
+        _EQ + "as drop:host:fpsimd_save_kernel_state:3 (its VL)",
+    "drop:host:fpsimd_save_kernel_state:5":
+        _EQ + "kernel_fpsimd_cpu is read only by the lazy-load check, which v6.14's flush-first"
+        " order never reaches (as drop:host:fpsimd_save_kernel_state:2)",
+    "drop:host:kernel_neon_begin:6":
+        _EQ + "fpsimd_flush_cpu_state already sets current's flag (v4.18 on)",
+    "drop:host:kernel_neon_end:2":
+        _EQ + "kernel-mode NEON reads only V0-V31, and the task reloads its user state "
+        "(TIF_FOREIGN_FPSTATE is set) before EL0 can read the upper bits (reached at "
+        "kneon-nested, a softirq inside task-context NEON)",
+    "drop:host:do_sve_acc:4":
+        _EQ + "a live task without TIF_SVE has zero upper bits already (FPSIMD loads and writes"
+        " zero them)",
+    "drop:host:do_sve_acc:11":
+        _EQ + "ghost: the discard permission is moot with zero upper bits",
+    "drop:host:sme_smstop:6":
+        _EQ + "ZA is inaccessible while PSTATE.ZA is off",
+    "drop:host:sme_load:6":
+        _EQ + "as drop:host:sme_smstop:6",
+    "drop:host:do_sme_acc:2":
+        "model limit: without TIF_SME every SMSTART would trap again (a livelock); the "
+        "model has no liveness property",
+    "drop:host:syscall_enter:3":
+        _EQ + "leaving streaming mode at syscall entry: with TIF_SVE the sve_flush_live below "
+        "zeroes the upper bits anyway, without it EL0 cannot read them and do_sve_acc "
+        "zeroes them (sme-sve reaches it)",
+    "drop:host:syscall_enter:11":
+        _EQ + "sve_flush_live at syscall entry: the ABI allows keeping or zeroing the upper "
+        "bits, the ghost permits both",
+    "drop:host:syscall_enter:12":
+        _EQ + "to_save = FPSIMD at syscall entry only lets a save skip the upper bits, which "
+        "sve_flush_live just zeroed: dropping it saves more, never less",
+    "drop:host:syscall_enter:13":
+        _EQ + "in_syscall is not read by v6.14's save rule once 398edaa12f9c records the "
+        "discard in to_save",
+    "drop:host:syscall_exit:1":
+        _EQ + "as drop:host:syscall_enter:13",
+    "swap:vcpu_load:0":
+        _EQ + "nothing in the softirq gap between the two reads fp_owner",
+    "swap:hyp_exit:0":
+        _EQ + "both steps run in hyp with IRQs masked",
+    "flag:kernel_neon_preemptible":
+        _EQ + "non-preemptible kernel-mode NEON (before v6.8) is a correct older host, not a "
+        "bug",
+    "flag:flush_task_sets_foreign":
+        _EQ + "as drop:host:fpsimd_flush_task_state:2",
+    "flag:kernel_neon_sets_foreign":
+        _EQ + "the twin of drop:host:kernel_neon_begin:6",
+    "flag:bind_sets_state_cpu":
+        _EQ + "v6.14 never reads fpsimd_cpu of a vCPU state",
+    "flag:kernel_state_lazy":
+        _EQ + "without the lazy load v6.14 reloads the kernel state every time, which its "
+        "flush-first order does anyway",
+    "flag:kernel_switch_flushes":
+        _EQ + "in v6.14's order the flush before the load does it; the pre-fix kernel (no flush"
+        " at all) is the mutant kernel-switch-no-flush, found at kneon-nested",
+    "flag:syscall_discard_by_to_save":
+        "killed at host-syscall-stop (recoverability, 4 steps: the mutant syscallno-"
+        "discard); the run that produced these ids predates host-syscall-stop in "
+        "ALSO_BOUNDS",
+    "flag:signal_frame_from_fp_type":
+        "not expressible: SVE signal frames are not modelled (catalogue 7)",
 }}
 
 # Smaller bounds with features the main bounds leave out, tried on survivors.
@@ -221,9 +253,11 @@ def generate(policy_name: str = "upstream-6.14") -> list[MutantSpec]:
             continue
         for fn, src in _functions(modname, names):
             lines = src.splitlines()
-            for st in _droppable(fn):
+            # Ids name the function and the statement's place in it (source order), so
+            # an edit elsewhere in the module does not move them under an explanation.
+            for i, st in enumerate(sorted(_droppable(fn), key=lambda x: x.lineno), 1):
                 text = lines[st.lineno - 1].strip()
-                specs.append(MutantSpec(f"drop:{modname.rsplit('.', 1)[-1]}:{st.lineno}",
+                specs.append(MutantSpec(f"drop:{modname.rsplit('.', 1)[-1]}:{fn.name}:{i}",
                                         "drop", modname, fn.name, st.lineno, text))
     for hook in HOOKS:
         steps = getattr(pol, hook) or ()
