@@ -49,7 +49,11 @@ def test_fixed_base_is_clean_at_the_mutants_bounds(name):
 def test_catalogue_command_lists_every_entry_found():
     r = subprocess.run([sys.executable, "-m", "kvmctx", "check", "--catalogue", "--json"],
                        capture_output=True, text=True, timeout=3000)
-    rows = json.loads(r.stdout)
+    everything = json.loads(r.stdout)
+    gaps = {x["catalogue"]: x["not_expressible"] for x in everything if x["mutant"] is None}
+    rows = [x for x in everything if x["mutant"] is not None]
+    assert gaps == MU.NOT_EXPRESSED and all(x["found"] is None for x in everything
+                                            if x["mutant"] is None)
     assert rows and all({"mutant", "source", "invariant", "found", "depth", "states",
                          "seconds"} <= set(x) for x in rows)
     assert all(x["found"] for x in rows), [x["mutant"] for x in rows if not x["found"]]

@@ -339,8 +339,14 @@ def _catalogue(json_out: bool, max_states: int | None, engine: str = "auto",
                      "expected_invariant": mu.invariant, "found": found,
                      "depth": res.depth if found else None, "states": res.states,
                      "seconds": round(res.seconds, 3)})
+    # Entries of the catalogue the model cannot express are listed too, with the reason,
+    # so a reader sees the whole catalogue and what a "found" column does not cover.
+    gaps = [{"mutant": None, "source": None, "catalogue": n, "invariant": None,
+             "expected_invariant": None, "found": None, "depth": None, "states": None,
+             "seconds": None, "not_expressible": why}
+            for n, why in sorted(MU.NOT_EXPRESSED.items())]
     if json_out:
-        print_json(rows)
+        print_json(sorted(rows + gaps, key=lambda r: r["catalogue"] or 0))
     else:
         t = Table(title="bug catalogue: each mutant puts one historical bug back",
                   title_justify="left")
@@ -352,6 +358,8 @@ def _catalogue(json_out: bool, max_states: int | None, engine: str = "auto",
                       "yes" if r["found"] else "[red]NO[/red]", str(r["depth"] or "-"),
                       f"{r['states']:,}", f"{r['seconds']:.2f}")
         out.print(t)
+        for g in gaps:
+            out.print(f"#{g['catalogue']} not expressible: {g['not_expressible']}")
     if not all(r["found"] for r in rows):
         raise typer.Exit(1)
 
