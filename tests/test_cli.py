@@ -93,3 +93,11 @@ def test_predictors_table_json_and_bad_input():
         assert x["gap_to_oracle"] >= 0 and x["violations"] == 0
     bad = cli("predictors", "--events", "0")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_check_mutant_runs_at_its_own_bounds_unless_bounds_is_given():
+    own = json.loads(cli("check", "--mutant", "syscallno-discard", "--json").stdout)
+    assert own["bounds"] == "host-syscall-stop" and own["violation"] is not None
+    given = json.loads(cli("check", "--mutant", "syscallno-discard", "--bounds", "small",
+                           "--json").stdout)
+    assert given["bounds"] == "small" and given["states"] != own["states"]

@@ -211,7 +211,9 @@ def register(app: typer.Typer) -> None:
         policy: str | None = typer.Option(None, "--policy", "-p", help="Policy name."),
         mutant: str | None = typer.Option(None, help="A named mutant (see 'kvmctx mutants')."),
         policy_file: Path | None = typer.Option(None, help="A Python file defining POLICY."),
-        bounds: str = typer.Option("standard", help="Named bounds: " + ", ".join(CK.BOUNDS)),
+        bounds: str | None = typer.Option(
+            None, help="Named bounds (default: standard, or a mutant's own bounds): "
+                       + ", ".join(CK.BOUNDS)),
         cpus: int | None = typer.Option(None, help="Override: number of CPUs."),
         tasks: int | None = typer.Option(None, help="Override: number of host tasks."),
         sve_tasks: int | None = typer.Option(None, help="Override: how many of them use SVE."),
@@ -250,8 +252,9 @@ def register(app: typer.Typer) -> None:
             _catalogue(json_out, max_states, engine, jobs)
             return
         pol, ref, mname = resolve_policy(policy, mutant, policy_file)
-        if mutant is not None and bounds == "standard" and MU.get(mutant).bounds:
-            bounds = MU.get(mutant).bounds
+        if bounds is None:
+            # An explicit --bounds wins; otherwise a mutant runs where its bug shows.
+            bounds = (MU.get(mutant).bounds if mutant is not None else None) or "standard"
         b = resolve_bounds(bounds, cpus, tasks, sve_tasks, vcpus, features, depth, budget,
                            sysregs=sysregs)
         res, model = run_check(pol, b, max_states, mname, f"checking {pol.name}", json_out,
