@@ -213,6 +213,13 @@ def test_replay_of_a_cex_with_0_cpus_is_exit_2_naming_the_field(tmp_path: Path) 
     assert "bounds.cpus = 0" in r.stderr and "1..4" in r.stderr
 
 
+def test_replay_of_a_cex_naming_an_unknown_policy_names_the_file(tmp_path: Path) -> None:
+    path = _cex_with(tmp_path, "policy", {"name": "no-such-design"})
+    r = _replay_cli(path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert str(path) in r.stderr and "'no-such-design'" in r.stderr
+
+
 def test_replay_of_a_cex_whose_violation_is_not_an_object_is_exit_2(tmp_path: Path) -> None:
     """The claimed violation was read after the error handling: AttributeError."""
     for i, v in enumerate(([1], "x", {"invariant": [1]})):

@@ -117,6 +117,8 @@ vl = [512]
     ("[sweep]\npolicies = ['pkvm']\n[grid]\nwarp = [1]\n", "unknown grid key grid.warp"),
     ("[sweep]\npolicies = ['pkvm']\n[grid]\nguest_fp = [2.0]\n", "grid.guest_fp"),
     ("[sweep]\npolicies = ['pkvm']\nseeds = -1\n", "sweep.seeds"),
+    ("[sweep]\npolicies = ['pkvm']\nseeds = [3, 1, 3]\n", "seed 3 is listed twice"),
+    ("[sweep]\npolicies = ['pkvm']\n[grid]\ncpus = [2.5]\n", "2.5 is not an integer"),
     ("[sweep]\npolicies = ['pkvm']\nevents = 'many'\n", "sweep.events"),
     ("[sweep]\npolicies = ['pkvm']\n[grid]\nvl = {start = 1}\n", "grid.vl"),
     ("[grid]\nvl = [128]\n", "missing [sweep]"),

@@ -144,7 +144,10 @@ def replay_file(cex: Path) -> tuple[Model, list[ST.StepRecord], str | None]:
     file says breaks). A file that cannot be used raises CexError, one line naming
     the field and what is valid (``kvmctx replay`` prints it, exit status 2)."""
     data = ST.load_cex(cex)
-    pol, _ = policy_from_ref(data["policy"])
+    try:
+        pol, _ = policy_from_ref(data["policy"])
+    except ST.CexError as e:
+        raise ST.CexError(f"{cex}: {e}") from None
     try:
         b = CK.Bounds.from_dict(data["bounds"])
         model = Model(b.config(), pol)

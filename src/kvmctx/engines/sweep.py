@@ -21,6 +21,7 @@ Points are deterministic, so every backend gives the same rows.
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import hashlib
 import itertools
@@ -191,6 +192,10 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> SweepSpec:
     if not seeds or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
                             for x in seeds):
         raise SpecError(f"{source}: sweep.seeds: a list of non-negative integers")
+    repeated = sorted(x for x, n in collections.Counter(seeds).items() if n > 1)
+    if repeated:
+        # two points with one id: the second would silently stand for the first
+        raise SpecError(f"{source}: sweep.seeds: seed {repeated[0]} is listed twice")
     events = sw.get("events", 20_000)
     if isinstance(events, bool) or not isinstance(events, int) or not 1 <= events <= 10**9:
         raise SpecError(f"{source}: sweep.events must be an integer 1..1e9")

@@ -203,6 +203,9 @@ def validate_knob(name: str, value: Any) -> Any:
         if str(value).lower() in ("0", "false", "no", "nvhe"):
             return False
         raise ValueError(f"knob {name}: {value!r} is not a boolean")
+    if typ is int and isinstance(value, float) and not value.is_integer():
+        # int(2.5) would quietly run a 2-CPU workload for a spec that asked for 2.5
+        raise ValueError(f"knob {name}: {value!r} is not an integer")
     try:
         v = typ(value)
     except (TypeError, ValueError, OverflowError):   # OverflowError: int(inf)
