@@ -44,6 +44,7 @@ from kvmctx.model import counters as C
 from kvmctx.model.features import Feature, register
 from kvmctx.model.flow import K_USER
 from kvmctx.model.layout import CPU
+from kvmctx.model.machine import MIGRATE, SCHED, STEP
 from kvmctx.policies.base import Step
 
 KVM_FPSIMD = "arch/arm64/kvm/fpsimd.c"
@@ -68,9 +69,7 @@ def sync_before(m, s, a) -> None:
     """Model.apply's hook: the action begins with an exception entry on CPU a[1] (or
     runs at EL0 or in the guest, reached by an ERET): synchronise it first."""
     kind = a[0]
-    from kvmctx.model.machine import MIGRATE, SCHED, STEP
-
-    if kind == STEP or kind == MIGRATE:
+    if kind in (STEP, MIGRATE):
         return
     k = a[1]
     if kind == SCHED:
