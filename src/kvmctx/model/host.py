@@ -123,6 +123,13 @@ class HostConfig:
     # 59d78a2ec0e9 (v6.2): isb() after kvm_arch_vcpu_put_fp()'s SMEN write, before the
     # save reads SVCR (feature isb; the write itself is gone from v6.14, 407a99c4654e).
     put_syncs_smen: bool = True
+    # 5d0a8d2fba50 (v6.5): an NT_ARM_SSVE write sets TIF_SME (and SME storage); before it
+    # the task resumed in streaming mode with SME trapped and its SVL never programmed
+    # (feature sme-regsets).
+    ssve_write_sets_tif_sme: bool = True
+    # 2f43f549cd0b (v6.5): an NT_ARM_ZT write sets TIF_SME; before it the task's first SME
+    # access trapped and do_sme_acc()'s sme_alloc(flush) wiped the written ZT0/ZA.
+    zt_write_sets_tif_sme: bool = True
 
     # Seed 000 patch 0.9 (RFC, 2018), as posted: fpsimd_thread_switch() asks
     # whether *current's* state is foreign instead of next's.
@@ -539,6 +546,9 @@ def do_sme_acc(m, s: list[int], k: int, t: int) -> None:
         m.ctr[C.SME_TRAPS_IN_MEMORY] += 1
         if m.hc.sme_trap_flushes_task:
             fpsimd_flush_task_state(m, s, t)
+    # sme_alloc(current, true) ran first: the saved ZA/ZT0 image is zeroed (it only ever
+    # held something with TIF_SME clear after a ptrace write, 2f43f549cd0b).
+    s[m.mem_za[t]] = ZERO
 
 
 # --------------------------------------------------------------------------

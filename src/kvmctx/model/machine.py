@@ -142,6 +142,7 @@ class Model:
         self.has_sme = config.has("sme")
         self.has_fpmr = config.has("fpmr")
         self.has_isb = config.has("isb")   # pending trap-control writes (feat/isb.py)
+        self.sme_regsets = self.has_sme and config.has("sme-regsets")  # feat/regsets.py
         if self.has_isb:
             from kvmctx.model.feat.isb import sync_before
             self.isb_sync = sync_before

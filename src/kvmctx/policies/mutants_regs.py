@@ -45,3 +45,30 @@ register(Mutant(
                 "SME trapped (407a99c4654e's account)",
     transform=_put_smen(hyp_exit_enables_host_sme=False),
     bounds="kvm-sme-isb-softirq"))
+
+
+# ---------------------------------------------------------------- SME regsets
+
+register_bounds(Bounds(
+    "host-ptrace-sme", cpus=1, fpsimd_tasks=0, sve_tasks=0, sme_tasks=1, vcpus=0, sme_sve=True,
+    features=frozenset({"sme", "sve", "ptrace", "sme-regsets", "preempt", "softirq-neon",
+                        "trap-window"}),
+    budgets=(("ptrace", 1), ("softirq", 1), ("switch", 1)),
+    description="1 CPU, 1 SME task, no vCPU; a debugger's NT_PRFPREG/SSVE/ZA/ZT writes "
+                "(sme-regsets), softirq kernel-mode NEON, the SME access trap as a "
+                "preemptible path (trap-window)"))
+
+register(Mutant(
+    name="ssve-write-keeps-tif-sme-clear", base="upstream-6.14", source="5d0a8d2fba50",
+    catalogue=37, invariant="no-bug",
+    description="an NT_ARM_SSVE write puts a task that never used SME into streaming mode "
+                "without TIF_SME: the reload never programs its streaming VL, so the next "
+                "save finds the live SVL wrong (WARN, SIGKILL, state not saved)",
+    transform=_host(ssve_write_sets_tif_sme=False), bounds="host-ptrace-sme"))
+register(Mutant(
+    name="zt-write-keeps-tif-sme-clear", base="upstream-6.14", source="2f43f549cd0b",
+    catalogue=38, invariant="integrity",
+    description="an NT_ARM_ZT write turns ZA on without TIF_SME: the task's first SME use "
+                "traps, do_sme_acc()'s sme_alloc(current, true) zeroes the saved ZA/ZT0 "
+                "and the reload brings zeroes instead of the debugger's ZT0",
+    transform=_host(zt_write_sets_tif_sme=False), bounds="host-ptrace-sme"))
