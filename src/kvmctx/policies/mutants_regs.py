@@ -67,7 +67,7 @@ register(Mutant(
     transform=_host(ssve_write_sets_tif_sme=False), bounds="host-ptrace-sme"))
 register(Mutant(
     name="zt-write-keeps-tif-sme-clear", base="upstream-6.14", source="2f43f549cd0b",
-    catalogue=38, invariant="integrity",
+    catalogue=38, invariant="recoverability",
     description="an NT_ARM_ZT write turns ZA on without TIF_SME: the task's first SME use "
                 "traps, do_sme_acc()'s sme_alloc(current, true) zeroes the saved ZA/ZT0 "
                 "and the reload brings zeroes instead of the debugger's ZT0",

@@ -36,8 +36,8 @@ FPSIMD format or without a payload, FPMR's reaction to the SM change.
 from __future__ import annotations
 
 from kvmctx.model import host as H
-from kvmctx.model.features import ActionSpec, Feature, register
 from kvmctx.model.feat.host_life import _new_value, _stopped
+from kvmctx.model.features import ActionSpec, Feature, register
 from kvmctx.model.values import FP_STATE_SVE, ZERO
 
 PTRACE_SSVE = 81
