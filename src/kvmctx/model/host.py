@@ -116,7 +116,7 @@ class HostConfig:
     # claims registers its kernel state overwrote; before it, only next's
     # TIF_FOREIGN_FPSTATE was set (the dm-crypt corruption on Apple M1).
     kernel_switch_flushes: bool = True
-    # 375110ab51de (v6.8): the VHE hyp exit leaves host SME access enabled (CPTR_EL2.SMEN
+    # 375110ab51de (v6.5): the VHE hyp exit leaves host SME access enabled (CPTR_EL2.SMEN
     # = EL1EN); before it SMEN was 0b00 until kvm_arch_vcpu_put_fp() re-enabled it, so a
     # softirq's kernel-mode NEON in between trapped (feature isb; 407a99c4654e's message).
     hyp_exit_enables_host_sme: bool = True

@@ -39,7 +39,7 @@ register(Mutant(
 register(Mutant(
     name="smen-exit-trapped", base="upstream-6.14", source="375110ab51de", catalogue=36,
     invariant="no-bug",
-    description="v6.2..v6.7 VHE: the hyp exit sets CPTR_EL2.SMEN to 0b00 and only "
+    description="v5.19..v6.4 VHE: the hyp exit sets CPTR_EL2.SMEN to 0b00 and only "
                 "kvm_arch_vcpu_put_fp() re-enables it (with its ISB): a softirq's "
                 "kernel-mode NEON between the exit and the put saves or SMSTOPs with host "
                 "SME trapped (407a99c4654e's account)",

@@ -15,11 +15,12 @@ Where Linux synchronises, and where the model does:
 
 * exception entry: a softirq (the IRQ that runs it), a syscall or any other
   event taken from EL0, a guest exit; exception return: every way back to EL0
-  and into the guest. In ``Model.apply`` every action except a kernel step, a
-  migration and a switch away from a kernel path synchronises its CPU first
-  (``sync_before``); a switch of a task at EL0 or of the idle thread comes
-  from an interrupt and synchronises too. A switch from inside a kernel path
-  may follow preempt_enable() without an exception, so it does not.
+  and into the guest. In ``Model.apply`` a softirq, and every action that
+  starts from EL0, the guest or the idle loop (an EL0 or guest event, a
+  syscall, a guest exit, a switch away from a task preempted at EL0), first
+  synchronises its CPU (``sync_before``). An action that starts inside a
+  kernel path does not: a kernel step, task-context kernel-mode NEON, a switch
+  after preempt_enable() needs no exception.
 * the hypervisor: the VHE exit writes the host's CPACR (its SMEN_EL1EN from
   375110ab51de; before it 0b00, host SME trapped) and __kvm_vcpu_run() issues
   an isb() before the host runs, so the exit step writes a synchronised value
@@ -42,9 +43,9 @@ from __future__ import annotations
 
 from kvmctx.model import counters as C
 from kvmctx.model.features import Feature, register
-from kvmctx.model.flow import K_USER
+from kvmctx.model.flow import K_GUEST, K_USER
 from kvmctx.model.layout import CPU
-from kvmctx.model.machine import MIGRATE, SCHED, STEP
+from kvmctx.model.machine import KNEON, MIGRATE, SIRQ, STEP
 from kvmctx.policies.base import Step
 
 KVM_FPSIMD = "arch/arm64/kvm/fpsimd.c"
@@ -66,20 +67,22 @@ def host_sme_access(m, s, k: int, what: str) -> None:
 
 
 def sync_before(m, s, a) -> None:
-    """Model.apply's hook: the action begins with an exception entry on CPU a[1] (or
-    runs at EL0 or in the guest, reached by an ERET): synchronise it first."""
+    """Model.apply's hook, before action a on CPU a[1]: synchronise the CPU when the
+    action begins with an exception entry (a softirq's IRQ) or starts from EL0, the
+    guest or the idle loop (all reached by an ERET or woken by an interrupt). A kernel
+    step, task-context kernel-mode NEON, a tracer's ptrace() inside its syscall or a
+    switch from a kernel path (preempt_enable() -> schedule()) take no exception."""
     kind = a[0]
-    if kind in (STEP, MIGRATE):
+    if kind in (STEP, MIGRATE, KNEON):
         return
     k = a[1]
-    if kind == SCHED:
-        t = s[m.cur[k]]
-        if t and m.p_kind[s[m.pc[t]]] != K_USER:
-            return      # preempt_enable() -> schedule(): no exception on the way
-    else:
+    if kind != SIRQ:
         spec = m.ext_actions.get(kind)
         if spec is not None and not spec.cpu_arg:
-            return      # a global event (ptrace, PSCI CPU_ON): a[1] is not a CPU
+            return      # a global event (ptrace of a stopped task, PSCI CPU_ON)
+        t = s[m.cur[k]]
+        if t and m.p_kind[s[m.pc[t]]] not in (K_USER, K_GUEST):
+            return
     isb(m, s, k)
 
 
