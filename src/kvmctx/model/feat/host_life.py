@@ -27,7 +27,8 @@ and they are where the host's own FP bugs were (bug-catalogue.md entries
   saved image, its binding invalidated. An NT_PRFPREG write zero-pads an SVE
   image (fpr_set -> sve_sync_from_fpsimd_zeropad): the task resumes with zero
   Z upper bits. (NT_ARM_FPMR is in the ``fpmr`` feature.) A stopped task is one not running,
-  at EL0 or in a syscall. A written SVE state must be kept: the syscall's
+  at EL0 or in a syscall; an SME task only with ``sme-regsets`` (feat/regsets.py),
+  and NT_ARM_SVE then also leaves streaming mode. A written SVE state must be kept: the syscall's
   permission to discard the upper bits is gone (398edaa12f9c).
 """
 
