@@ -124,6 +124,11 @@ def test_regset_writes_set_the_task_state():
     assert s[m.svcr_za[u]] == 0 and s[m.want_zaon[u]] == 0
     m.apply(s, (RS.PTRACE_SSVE, u, 0))
     assert s[m.svcr_sm[u]] == 1 and s[m.tif_sme[u]] == 1
+    assert (RS.PTRACE_SVE_FPSIMD, u, 0) in m.enabled(s, m.config.features)
     m.apply(s, (PTRACE_SVE, u, 0))                              # NT_ARM_SVE: mode switch
     assert s[m.svcr_sm[u]] == 0 and s[m.want_sm[u]] == 0 and s[m.tif_sve[u]] == 1
+    assert (RS.PTRACE_SVE_FPSIMD, u, 0) not in m.enabled(s, m.config.features)
+    m.apply(s, (RS.PTRACE_SSVE, u, 0))
+    m.apply(s, (RS.PTRACE_SVE_FPSIMD, u, 0))                    # ... in FPSIMD format
+    assert s[m.svcr_sm[u]] == 0 and s[m.tif_sve[u]] == 0 and s[m.want_hi[u]] == 0
     assert s[m.foreign[u]] == 1

@@ -53,10 +53,10 @@ register_bounds(Bounds(
     "host-ptrace-sme", cpus=1, fpsimd_tasks=0, sve_tasks=0, sme_tasks=1, vcpus=0, sme_sve=True,
     features=frozenset({"sme", "sve", "ptrace", "sme-regsets", "preempt", "softirq-neon",
                         "trap-window"}),
-    budgets=(("ptrace", 1), ("softirq", 1), ("switch", 1)),
-    description="1 CPU, 1 SME task, no vCPU; a debugger's NT_PRFPREG/SSVE/ZA/ZT writes "
-                "(sme-regsets), softirq kernel-mode NEON, the SME access trap as a "
-                "preemptible path (trap-window)"))
+    budgets=(("ptrace", 2), ("softirq", 1), ("switch", 1)),
+    description="1 CPU, 1 SME task (also using SVE), no vCPU; two debugger writes "
+                "(NT_PRFPREG, NT_ARM_SVE/SSVE/ZA/ZT: sme-regsets), softirq kernel-mode "
+                "NEON, the SME access trap as a preemptible path (trap-window)"))
 
 register(Mutant(
     name="ssve-write-keeps-tif-sme-clear", base="upstream-6.14", source="5d0a8d2fba50",

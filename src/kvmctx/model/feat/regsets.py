@@ -17,6 +17,10 @@ as arch/arm64/kernel/ptrace.c of v6.16+ does them:
   zeroes ZA and ZT0, the data is copied in, TIF_SME and thread.svcr.ZA set.
 * ``ptrace-za-off`` (kind 83): NT_ARM_ZA with the header only: thread.svcr.ZA
   cleared (ZA and ZT0 off). Offered while ZA is on.
+* ``ptrace-sve-fpsimd`` (kind 85): NT_ARM_SVE with SVE_PT_REGS_FPSIMD data to a
+  task in streaming mode: SM cleared, TIF_SVE cleared, the FPSIMD image
+  written (fp_type = FPSIMD); the way out of streaming mode for an SME task
+  that does not use SVE (an SVE-format NT_ARM_SVE write needs an SVE task).
 * ``ptrace-zt`` (kind 84): NT_ARM_ZT (zt_set()): with ZA off, ZA is allocated
   zeroed first; ZT0 is copied in and thread.svcr.ZA set (ZT0 is only
   accessible with ZA on), and TIF_SME set (2f43f549cd0b,
@@ -38,12 +42,13 @@ from __future__ import annotations
 from kvmctx.model import host as H
 from kvmctx.model.feat.host_life import _new_value, _stopped
 from kvmctx.model.features import ActionSpec, Feature, register
-from kvmctx.model.values import FP_STATE_SVE, ZERO
+from kvmctx.model.values import FP_STATE_FPSIMD, FP_STATE_SVE, ZERO
 
 PTRACE_SSVE = 81
 PTRACE_ZA = 82
 PTRACE_ZA_OFF = 83
 PTRACE_ZT = 84
+PTRACE_SVE_FPSIMD = 85
 
 
 def _enabled_global(m, s, running, out) -> None:
@@ -56,6 +61,8 @@ def _enabled_global(m, s, running, out) -> None:
             out.append((PTRACE_ZT, u, 0))
             if s[m.svcr_za[u]]:
                 out.append((PTRACE_ZA_OFF, u, 0))
+            if s[m.svcr_sm[u]]:
+                out.append((PTRACE_SVE_FPSIMD, u, 0))
 
 
 def _ptrace_ssve(m, s, a) -> None:
@@ -91,6 +98,21 @@ def _ptrace_zt(m, s, a) -> None:
     _za_on(m, s, a[1], m.hc.zt_write_sets_tif_sme)
 
 
+def _ptrace_sve_fpsimd(m, s, a) -> None:
+    """sve_set_common() with SVE_PT_REGS_FPSIMD data (ARM64_VEC_SVE): streaming mode
+    off, TIF_SVE cleared, the FPSIMD image written (upper bits zero)."""
+    u = a[1]
+    x = _new_value(m, s, u)
+    s[m.mem_lo[u]] = x
+    s[m.fp_type[u]] = FP_STATE_FPSIMD
+    s[m.tif_sve[u]] = 0
+    s[m.svcr_sm[u]] = s[m.want_sm[u]] = 0
+    s[m.want_lo[u]] = x
+    s[m.want_hi[u]] = ZERO
+    s[m.permit[u]] = 0
+    H.fpsimd_flush_task_state(m, s, u)
+
+
 def _ptrace_za_off(m, s, a) -> None:
     u = a[1]
     s[m.svcr_za[u]] = s[m.want_zaon[u]] = 0
@@ -115,6 +137,9 @@ register(Feature(
                                   budget="ptrace", cpu_arg=False),
         PTRACE_ZT: ActionSpec("ptrace-zt", _ptrace_zt, _text("NT_ARM_ZT (ZT0 data: ZA on)"),
                               budget="ptrace", cpu_arg=False),
+        PTRACE_SVE_FPSIMD: ActionSpec("ptrace-sve-fpsimd", _ptrace_sve_fpsimd,
+                                      _text("NT_ARM_SVE, FPSIMD format (SM off)"),
+                                      budget="ptrace", cpu_arg=False),
     },
     enabled_global=_enabled_global,
 ))
