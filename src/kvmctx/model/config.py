@@ -33,6 +33,8 @@ FEATURES = (
     "fpmr",          # FEAT_FPMR: FPMR saved/loaded with the FP state, tasks and guests
     "trap-window",   # EL0 SVE/SME access traps as preemptible kernel paths (el0_sve_acc)
     "ret-window",    # the return to EL0 and the syscall entry with their IRQs-on windows
+    "isb",           # trap-control writes pending until an ISB/exception (host SMEN, VHE)
+    "sme-regsets",   # ptrace of SME tasks: NT_ARM_SSVE/SVE mode switches, NT_ARM_ZA/ZT
 )
 
 DEFAULT_VL = 128  # bits; FPSIMD-only contexts are modelled at VL128

@@ -116,6 +116,20 @@ class HostConfig:
     # claims registers its kernel state overwrote; before it, only next's
     # TIF_FOREIGN_FPSTATE was set (the dm-crypt corruption on Apple M1).
     kernel_switch_flushes: bool = True
+    # 375110ab51de (v6.5): the VHE hyp exit leaves host SME access enabled (CPTR_EL2.SMEN
+    # = EL1EN); before it SMEN was 0b00 until kvm_arch_vcpu_put_fp() re-enabled it, so a
+    # softirq's kernel-mode NEON in between trapped (feature isb; 407a99c4654e's message).
+    hyp_exit_enables_host_sme: bool = True
+    # 59d78a2ec0e9 (v6.2): isb() after kvm_arch_vcpu_put_fp()'s SMEN write, before the
+    # save reads SVCR (feature isb; the write itself is gone from v6.14, 407a99c4654e).
+    put_syncs_smen: bool = True
+    # 5d0a8d2fba50 (v6.5): an NT_ARM_SSVE write sets TIF_SME (and SME storage); before it
+    # the task resumed in streaming mode with SME trapped and its SVL never programmed
+    # (feature sme-regsets).
+    ssve_write_sets_tif_sme: bool = True
+    # 2f43f549cd0b (v6.5): an NT_ARM_ZT write sets TIF_SME; before it the task's first SME
+    # access trapped and do_sme_acc()'s sme_alloc(flush) wiped the written ZT0/ZA.
+    zt_write_sets_tif_sme: bool = True
 
     # Seed 000 patch 0.9 (RFC, 2018), as posted: fpsimd_thread_switch() asks
     # whether *current's* state is foreign instead of next's.
@@ -179,6 +193,8 @@ def fpsimd_save_user_state(m, s: list[int], k: int) -> None:
         m.violate("no-bug", "fpsimd_save_user_state(): TIF_FOREIGN_FPSTATE is clear but the "
                   "CPU binding is empty (NULL dereference)", k, (cur,))
         return
+    if m.has_isb and m.has_sme:
+        _host_sme_access(m, s, k, "fpsimd_save_user_state(): read_sysreg_s(SYS_SVCR)")
     if m.has_fpmr:
         s[m.mem_fpmr[c]] = s[m.fpmr[k]]   # *(last->fpmr) = read_sysreg_s(SYS_FPMR)
     hc = m.hc
@@ -242,7 +258,14 @@ def fpsimd_flush_cpu_state(m, s: list[int], k: int) -> None:
     if m.hc.flush_cpu_sets_foreign:
         s[m.foreign[s[m.cur[k]]]] = 1
     if m.has_sme:
+        if m.has_isb:
+            _host_sme_access(m, s, k, "fpsimd_flush_cpu_state(): sme_smstop()")
         sme_smstop(m, s, k)
+
+
+def _host_sme_access(m, s: list[int], k: int, what: str) -> None:
+    from kvmctx.model.feat.isb import host_sme_access
+    host_sme_access(m, s, k, what)
 
 
 def fpsimd_save_and_flush_cpu_state(m, s: list[int], k: int) -> None:
@@ -523,6 +546,9 @@ def do_sme_acc(m, s: list[int], k: int, t: int) -> None:
         m.ctr[C.SME_TRAPS_IN_MEMORY] += 1
         if m.hc.sme_trap_flushes_task:
             fpsimd_flush_task_state(m, s, t)
+    # sme_alloc(current, true) ran first: the saved ZA/ZT0 image is zeroed (it only ever
+    # held something with TIF_SME clear after a ptrace write, 2f43f549cd0b).
+    s[m.mem_za[t]] = ZERO
 
 
 # --------------------------------------------------------------------------

@@ -141,6 +141,11 @@ class Model:
         self.has_sve = True
         self.has_sme = config.has("sme")
         self.has_fpmr = config.has("fpmr")
+        self.has_isb = config.has("isb")   # pending trap-control writes (feat/isb.py)
+        self.sme_regsets = self.has_sme and config.has("sme-regsets")  # feat/regsets.py
+        if self.has_isb:
+            from kvmctx.model.feat.isb import sync_before
+            self.isb_sync = sync_before
 
         names = {0: "none", GARBAGE: "garbage"}
         for i, ts in enumerate(tasks, start=1):
@@ -448,6 +453,8 @@ class Model:
 
     def apply(self, s: list[int], a: tuple[int, int, int]) -> None:
         kind = a[0]
+        if self.has_isb:
+            self.isb_sync(self, s, a)
         if kind == STEP:
             k = a[1]
             self.run_point(s, k, s[self.cur[k]])

@@ -95,6 +95,4 @@ NOT_EXPRESSED.update({
        "kernel path",
     11: _SIG_SVE + "; and forged sigreturn frames",
     12: _SIG_SVE + "; and ZA storage allocation (the model's tasks always have storage)",
-    21: "needs trap-control writes pending an ISB (a CPACR.SMEN write takes effect only "
-        "after a context synchronisation event); the model's trap writes take effect at once",
 })

@@ -27,7 +27,8 @@ and they are where the host's own FP bugs were (bug-catalogue.md entries
   saved image, its binding invalidated. An NT_PRFPREG write zero-pads an SVE
   image (fpr_set -> sve_sync_from_fpsimd_zeropad): the task resumes with zero
   Z upper bits. (NT_ARM_FPMR is in the ``fpmr`` feature.) A stopped task is one not running,
-  at EL0 or in a syscall. A written SVE state must be kept: the syscall's
+  at EL0 or in a syscall; an SME task only with ``sme-regsets`` (feat/regsets.py),
+  and NT_ARM_SVE then also leaves streaming mode. A written SVE state must be kept: the syscall's
   permission to discard the upper bits is gone (398edaa12f9c).
 """
 
@@ -235,8 +236,8 @@ register(Feature(
 
 
 def _stopped(m, s, u: int, running: set[int]) -> bool:
-    if u in running or m.vcpu_of[u] >= 0 or m.task_sme[u]:
-        return False  # (SME state is not written through ptrace in the model)
+    if u in running or m.vcpu_of[u] >= 0 or (m.task_sme[u] and not m.sme_regsets):
+        return False  # (SME tasks are stopped only with feature sme-regsets)
     pc = s[m.pc[u]]
     return m.p_kind[pc] == K_USER or pc == m.L_SYS
 
@@ -297,6 +298,8 @@ def _ptrace_sve(m, s, a) -> None:
     s[m.mem_zlo[u]] = x
     s[m.mem_hi[u]] = x
     s[m.fp_type[u]] = FP_STATE_SVE
+    if m.has_sme:
+        s[m.svcr_sm[u]] = s[m.want_sm[u]] = 0   # NT_ARM_SVE leaves streaming mode
     if m.hc.ptrace_sve_sets_tif_sve or m.has_sme:
         s[m.tif_sve[u]] = 1   # (before 128a7494a9f1, only if system_supports_sme())
     s[m.want_lo[u]] = x

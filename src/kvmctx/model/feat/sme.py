@@ -30,8 +30,9 @@ kvm_arch_vcpu_load_fp); at rest every task's SVCR and ZA are in memory or
 live on the one CPU bound to it.
 
 Not modelled: signal frames with streaming/ZA records (catalogue 8, 9, 11,
-12), ptrace of SME state, FPMR (14, 16), SMEN without an ISB (21); SME
-tasks take no signals or ptrace writes in the model.
+12); SME tasks take no signals in the model. Elsewhere: FPMR (feature fpmr),
+ptrace of SME state (feature sme-regsets), the SMEN write pending an ISB
+(feature isb, catalogue 21).
 """
 
 from __future__ import annotations
