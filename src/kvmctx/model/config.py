@@ -33,6 +33,7 @@ FEATURES = (
     "fpmr",          # FEAT_FPMR: FPMR saved/loaded with the FP state, tasks and guests
     "trap-window",   # EL0 SVE/SME access traps as preemptible kernel paths (el0_sve_acc)
     "ret-window",    # the return to EL0 and the syscall entry with their IRQs-on windows
+    "sig-frames",    # signal frames for every task kind (SVE/SME/ZA/FPMR records, edits)
 )
 
 DEFAULT_VL = 128  # bits; FPSIMD-only contexts are modelled at VL128

@@ -38,7 +38,7 @@ ALL_FEATURES = frozenset({
     "sve", "guest-sve", "softirq-neon", "kernel-neon", "preempt", "migration", "signals",
     "ptrace", "exec", "hotplug", "pm", "exit-user", "guest-vl", "sysregs", "sme",
     "vcpu-reset", "one-reg", "fpmr",
-    "trap-window", "ret-window",
+    "trap-window", "ret-window", "sig-frames",
 })
 
 StepFn = Callable[[Any, list[int], int, int], Any]
