@@ -11,8 +11,9 @@ runs it after Mark Rutland's 2025 rework (series "arm64: Preparatory
 FPSIMD/SVE/SME fixes", 2025-04-09, and the 2026-01 fixes), for FPSIMD, SVE,
 streaming-SVE and SME tasks:
 
-* Delivery (kind 31) at EL0 (an interrupt's return) or at a syscall's return
-  (do_notify_resume() runs do_signal() before it reloads the FP state):
+* Delivery (kind 31) to any host thread, VMM threads included: at EL0 (an
+  interrupt's return) or at a syscall's or KVM_RUN's return (do_notify_resume()
+  runs do_signal() before it reloads the FP state):
   ``fpsimd_save_and_flush_current_state()`` under the FP context (929fa99b1215;
   before it the state was saved but stayed live and bound). Then, at a point
   where softirqs and preemption may land (the frame copy is uaccess and may fault
@@ -82,17 +83,15 @@ SIGNAL_C = "arch/arm64/kernel/signal.c"
 _SF = ("sig-frames",)
 
 
-def _host_task(m, t: int) -> bool:
-    return bool(t) and m.vcpu_of[t] < 0
-
-
 # ------------------------------------------------------------------ FPSIMD-only
 
 
 def _sig_enabled(m, s, k, t, pc, kind, out) -> None:
-    if not _host_task(m, t):
+    if not t:
         return
     if m.sig_frames:
+        # Every host thread, VMM threads included (KVM_RUN returns -EINTR to them and
+        # the signal is delivered on the way out, after vcpu_put).
         if kind == K_USER:
             if s[m.sig_on[t]]:
                 out.append((SIGRETURN, k, 0))
@@ -103,8 +102,10 @@ def _sig_enabled(m, s, k, t, pc, kind, out) -> None:
                     out.append((SIG_FORGE_ZA, k, 0))
             else:
                 out.append((SIGNAL, k, 0))
-        elif pc == m.L_SYS and not s[m.sig_on[t]]:
+        elif (pc == m.L_SYS or pc == m.L_RET) and not s[m.sig_on[t]]:
             out.append((SIGNAL, k, 0))   # do_signal() on the syscall's way out
+        return
+    if m.vcpu_of[t] >= 0:
         return
     # FPSIMD-only frames: SVE and SME tasks take no signals in the small model.
     if kind == K_USER and not m.task_sve[t] and not m.task_sme[t]:
