@@ -123,3 +123,44 @@ def test_random_runs_on_host_sig_keep_upstream_clean():
             m.apply(s, rng.choice(acts))
             m.check_recoverable(s)
             assert not m.vio, m.vio
+
+
+@pytest.mark.parametrize(("knob", "kind"), [("sig_fpsimd", "fpsimd"), ("sig_sve", "sve"),
+                                            ("sig_sme", "sme")])
+def test_signal_rate_knobs_signal_only_their_kind_of_task(knob, kind):
+    """fp-stress's irritator: each knob signals the testers of one kind; the frames
+    cost at least their FPSIMD record and headers, more with SVE/ZA payloads."""
+    from kvmctx import api
+    from kvmctx.engines.simulator import Simulator
+    from kvmctx.model import counters as C
+
+    _n, w = api.resolve_workload("fp-stress", None)
+    w = w.with_knobs(**{**{"sig_fpsimd": 0.0, "sig_sve": 0.0, "sig_sme": 0.0}, knob: 0.2})
+    m = Model(w.model_config(), P.get("upstream-6.14"))
+    got = []
+    deliver = SG._deliver
+
+    def spy(m_, s, a):
+        t = s[m_.cur[a[1]]]
+        got.append("sme" if m_.task_sme[t] else "sve" if m_.task_sve[t] else "fpsimd")
+        deliver(m_, s, a)
+
+    SG._deliver = spy
+    try:
+        sim = Simulator(m, w, seed=0)
+        sim.run(8000)
+    finally:
+        SG._deliver = deliver
+    assert sim.viol_count == 0 and got and set(got) == {kind}
+    per = m.ctr[C.SIGFRAME_BYTES] / m.ctr[C.SIGNALS]
+    assert per >= 528 + 16 + 32
+    if kind != "fpsimd":
+        assert per > 2 * (528 + 16 + 32)   # SVE / streaming payloads, ZA
+
+
+def test_signal_knobs_are_probabilities():
+    from kvmctx.workloads.workload import validate_knob
+
+    assert validate_knob("sig_sme", "0.5") == 0.5
+    with pytest.raises(ValueError, match="sig_sve"):
+        validate_knob("sig_sve", 2)

@@ -153,6 +153,22 @@ def _sigreturn(m, s, a) -> None:
 # ------------------------------------------------------------------ sig-frames
 
 
+def frame_bytes(m, t: int, fl: int) -> int:
+    """Bytes of the frame's FP records (arm64 uapi sigcontext.h): fpsimd_context
+    528 B; sve_context 16 B + SVE_SIG_REGS_SIZE (32 Z + 16 P + FFR at the VL, the
+    streaming VL with SVE_SIG_FLAG_SM) when it has a payload; with SME za_context
+    16 B + (SVL/8)^2 and zt_context 16 B + 64 B (the model's ZA bank holds ZT0);
+    with FPMR fpmr_context 16 B."""
+    n = 528 + 16
+    if fl & FL_SVE:
+        n += m.ssve_bytes[t] if fl & FL_SM else m.sve_bytes[t]
+    if m.has_sme:
+        n += 32 + (m.za_bytes[t] if fl & FL_ZA else 0)
+    if m.has_fpmr:
+        n += 16
+    return n
+
+
 def _save_flush_current(m, s, k: int, t: int) -> None:
     """fpsimd_save_and_flush_current_state() (d3a181588df9): save, then forget the
     task's binding so nothing reuses the registers."""
@@ -237,6 +253,7 @@ def st_sig_frame(m, s, k, t):
         _frame_read(m, s, k, t, "FPMR (FPMR record)", x, s[m.want_fpmr[t]], False)
     s[m.sig_fl[t]] = fl
     s[m.sig_on[t]] = 1
+    m.ctr[C.SIGFRAME_BYTES] += frame_bytes(m, t, fl)
     # setup_return(): the handler starts with SM and ZA off.
     if m.has_sme:
         if hc.signal_smstop_saved_state:
@@ -284,6 +301,7 @@ def st_sig_restore(m, s, k, t):
     hc = m.hc
     fl = s[m.sig_fl[t]]
     rec = s[m.sig_lo[t]]
+    m.ctr[C.SIGFRAME_BYTES] += frame_bytes(m, t, fl)
     sm = bool(fl & FL_SM)
     if fl & FL_SVE:
         if m.has_sme:
