@@ -6,7 +6,7 @@ as new entry 29). Each is found at one of the named bounds below.
 from __future__ import annotations
 
 from kvmctx.engines.checker import Bounds, register_bounds
-from kvmctx.policies.mutants import NOT_EXPRESSED, Mutant, _host, register
+from kvmctx.policies.mutants import Mutant, _host, register
 
 _SIG = frozenset({"signals", "sig-frames", "preempt"})
 
@@ -61,6 +61,3 @@ register(Mutant(
                 "preserve_fpmr_context() reads the live FPMR after the (preemptible) frame "
                 "copy: another task's FPMR lands in the frame and in thread.uw.fpmr",
     transform=_host(signal_save_flush_early=False), bounds="host-sig"))
-
-for _n in (7, 8, 9, 11, 12):
-    NOT_EXPRESSED.pop(_n, None)
