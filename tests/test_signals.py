@@ -164,3 +164,28 @@ def test_signal_knobs_are_probabilities():
     assert validate_knob("sig_sme", "0.5") == 0.5
     with pytest.raises(ValueError, match="sig_sve"):
         validate_knob("sig_sve", 2)
+
+
+@pytest.mark.parametrize("mutant", [None, "sigreturn-merge-by-tif-sve"])
+def test_catalogue_8_story_an_sme_tasks_own_streaming_frame(mutant):
+    """bug-catalogue.md 8 as written: Z1 in streaming mode (TIF_SVE clear) takes a
+    signal, its handler edits V0-V31 in the FPSIMD record, rt_sigreturn restores the
+    streaming SVE record; only the fp_type rule merges the edit."""
+    from kvmctx.model.feat.sme import USER_SME
+    from kvmctx.model.machine import SCHED
+
+    b = CK.BOUNDS["host-sig"]
+    pol = MU.get(mutant).build() if mutant else P.get("upstream-6.14")
+    m = Model(b.config(), pol)
+    z1 = m.thread_names.index("Z1")
+    s = m.new_state()
+    for a in [(SCHED, 0, z1), (STEP, 0, 0), (USER_SME, 0, 0), (SG.SIGNAL, 0, 0), (STEP, 0, 0),
+              (STEP, 0, 0), (SG.SIG_EDIT_FPSIMD, 0, 0), (SG.SIGRETURN, 0, 0), (STEP, 0, 0),
+              (STEP, 0, 0)]:
+        assert a in m.enabled(s, b.features), m.action_text(s, a)
+        m.apply(s, a)
+    assert s[m.sm[0]] == 1 and s[m.tif_sve[z1]] == 0
+    bad = [v for v in m.vio if v.invariant == "integrity"]
+    assert bool(bad) == bool(mutant), m.vio
+    if mutant:
+        assert "FPSIMD V0-V31" in bad[0].message
