@@ -104,6 +104,12 @@ def adapt_workload(policy: Policy, w: Workload, explicit: dict[str, Any]
                              "(asked for with --host-life); see 'kvmctx policies'")
         w = replace(w, host_life=0.0)
         notes.append(f"{policy.name} has no host lifecycle events: left out")
+    if missing & {"signals", "sig-frames"}:
+        # Signal frames (sig-frames): a design that cannot model them runs without the
+        # irritator's signals.
+        w = replace(w, sig_fpsimd=0.0, sig_sve=0.0, sig_sme=0.0)
+        if "sig-frames" in missing:
+            notes.append(f"{policy.name} cannot model sig-frames: signals left out")
     for feat, knob in (("vcpu-reset", "vcpu_reset"), ("one-reg", "one_reg"), ("fpmr", "fpmr")):
         if feat in missing:
             w = replace(w, **{knob: 0.0})

@@ -169,6 +169,11 @@ def run(
     one_reg: float | None = typer.Option(None, help="Chance the VMM's next ioctl is "
                                                     "KVM_SET_ONE_REG of an FP register."),
     fpmr: float | None = typer.Option(None, help="Chance a host task's FP use writes FPMR."),
+    sig_fpsimd: float | None = typer.Option(None, help="Chance per decision of an FPSIMD "
+                                                       "task at EL0 of a signal (or, in its "
+                                                       "handler, rt_sigreturn)."),
+    sig_sve: float | None = typer.Option(None, help="The same for SVE tasks."),
+    sig_sme: float | None = typer.Option(None, help="The same for SME tasks."),
     cost_profile: str | None = typer.Option(None, help="Built-in profile name or TOML path."),
     no_invariants: bool = typer.Option(False, "--no-invariants", help="Skip invariant checks."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -181,7 +186,8 @@ def run(
                    guest_fp_pattern=guest_fp_pattern, sysregs=sysregs,
                    vhe=False if nvhe else None, host_life=host_life, svl=svl, vmm_sve=vmm_sve,
                    guest_aarch32=True if guest_aarch32 else None, vcpu_reset=vcpu_reset,
-                   one_reg=one_reg, fpmr=fpmr)
+                   one_reg=one_reg, fpmr=fpmr, sig_fpsimd=sig_fpsimd, sig_sve=sig_sve,
+                   sig_sme=sig_sme)
     if events is not None and events < 0:
         fail(f"--events must be >= 0, got {events}")
     if seed < 0:

@@ -26,6 +26,7 @@ from typing import Any
 
 from kvmctx.model import counters as C
 from kvmctx.model.feat.fpmr import USER_FPMR
+from kvmctx.model.feat.signals import SIGNAL, SIGRETURN
 from kvmctx.model.feat.sme import USER_SME, USER_SMSTOP
 from kvmctx.model.feat.sysregs import GSR_WRITE, HOST_TLS, SR_EMULATE
 from kvmctx.model.feat.vcpu_reset import PSCI_CPU_ON, SET_ONE_REG
@@ -122,6 +123,8 @@ class Simulator:
         self.vcpu_reset = "vcpu-reset" in feats and workload.vcpu_reset > 0
         self.one_reg = "one-reg" in feats and workload.one_reg > 0
         self.fpmr = "fpmr" in feats and workload.fpmr > 0
+        self.sig = "sig-frames" in feats and "signals" in feats and (
+            workload.sig_fpsimd > 0 or workload.sig_sve > 0 or workload.sig_sme > 0)
         # Host lifecycle features on (signals, ptrace, exec, PM, hotplug): their
         # enabled-action callbacks, asked at host EL0 and idle decisions.
         from kvmctx.model import features as F
@@ -247,6 +250,13 @@ class Simulator:
         t = s[cur[k]]
         if self.life and rnd() < w.host_life and self._life_event(k, t):
             return
+        if self.sig and t and vcpu_of[t] < 0 and m.p_kind[s[m.pc[t]]] == K_USER:
+            rate = w.sig_sme if m.task_sme[t] else w.sig_sve if m.task_sve[t] else w.sig_fpsimd
+            if rate and rnd() < rate:
+                # The irritator's signal, or the handler's return.
+                self._apply((SIGRETURN if s[m.sig_on[t]] else SIGNAL, k, 0))
+                self._settle(k)
+                return
         if not t:
             r = rnd()
             if r < w.wake:

@@ -35,6 +35,7 @@ FEATURES = (
     "ret-window",    # the return to EL0 and the syscall entry with their IRQs-on windows
     "isb",           # trap-control writes pending until an ISB/exception (host SMEN, VHE)
     "sme-regsets",   # ptrace of SME tasks: NT_ARM_SSVE/SVE mode switches, NT_ARM_ZA/ZT
+    "sig-frames",    # signal frames for every task kind (SVE/SME/ZA/FPMR records, edits)
 )
 
 DEFAULT_VL = 128  # bits; FPSIMD-only contexts are modelled at VL128

@@ -43,8 +43,9 @@ ONE_REG_WRITES = 32    # KVM_SET_ONE_REG writes of FP/SVE registers
 FPMR_WRITES = 33       # FPMR writes at EL0 or in a guest (FEAT_FPMR)
 SVE_TRAPS_IN_MEMORY = 34   # do_sve_acc found the state in memory (TIF_FOREIGN_FPSTATE set)
 SME_TRAPS_IN_MEMORY = 35   # do_sme_acc likewise
+SIGFRAME_BYTES = 36    # signal frame records written at delivery and read at sigreturn
 
-N = 36
+N = 37
 
 NAMES = (
     "guest_fp_traps", "host_sve_traps", "saves", "restores", "bytes_saved",
@@ -54,7 +55,7 @@ NAMES = (
     "guest_entries", "syscalls", "migrations", "host_fp_uses", "signals",
     "sysreg_traps", "eager_restores", "eager_wasted", "host_sme_traps", "za_saves",
     "za_restores", "vcpu_resets", "one_reg_writes", "fpmr_writes", "sve_traps_in_memory",
-    "sme_traps_in_memory",
+    "sme_traps_in_memory", "sigframe_bytes",
 )
 assert len(NAMES) == N
 

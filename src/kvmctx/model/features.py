@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-# (attribute, name, dimension, initial value, reference kind)
-FieldSpec = tuple[str, str, str, int, str | None]
+# (attribute, name, dimension, initial value, reference kind[, feature it needs])
+FieldSpec = tuple
 
 
 @dataclass(frozen=True)

@@ -317,6 +317,12 @@ def build_program(policy: Policy, kernel_neon_preemptible: bool,
     reset = extra.get("vcpu_reset", ())
     if reset:
         _reset_segment(P, policy, reset, sysreg_load, sysreg_put)
+    # Features' own kernel paths: "rest:LABEL" -> one point per step, softirqs and
+    # preemption allowed in front of it (feature sig-frames: the signal frame copies).
+    for key in sorted(k for k in extra if k.startswith("rest:")):
+        for i, st in enumerate(extra[key]):
+            P.add(Point(st.name, K_REST, fn=st.fn, sirq=True, preempt=True, where=st.where),
+                  key[5:] if i == 0 else None)
     return P
 
 

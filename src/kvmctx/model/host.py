@@ -69,7 +69,8 @@ class HostConfig:
     exec_flushes_task: bool = True
     # 9de52a755cfb: sigreturn copies the FPSIMD record into the task image
     sigreturn_copies_fpsimd: bool = True
-    # 61da7c8e2a60: the signal frame format follows fp_type, not TIF_SVE
+    # 61da7c8e2a60 (v6.8): the signal frame's SVE payload (and the FPSIMD record's
+    # source) follows fp_type, not TIF_SVE (feature sig-frames).
     signal_frame_from_fp_type: bool = True
     # 01098d893fa8: switching to a task inside a kernel-mode NEON section
     # flushes the CPU state (SMSTOP) *before* loading its kernel FPSIMD state;
@@ -130,6 +131,24 @@ class HostConfig:
     # 2f43f549cd0b (v6.5): an NT_ARM_ZT write sets TIF_SME; before it the task's first SME
     # access trapped and do_sme_acc()'s sme_alloc(flush) wiped the written ZT0/ZA.
     zt_write_sets_tif_sme: bool = True
+
+    # Signal frames (feature sig-frames), the 2025-2026 signal rework:
+    # c94f2f326146 (v6.16): sigreturn merges the FPSIMD record into an SVE payload
+    # when the restored fp_type is SVE; before it, only when TIF_SVE was set.
+    sigreturn_merge_by_fp_type: bool = True
+    # 99560c9452bb (v6.16): setup_return() applies SMSTOP to the task's saved state
+    # under the FP context; before it, sme_smstop() hit whatever registers were live.
+    signal_smstop_saved_state: bool = True
+    # 929fa99b1215 (v6.16): delivery saves and flushes the task's state before the
+    # frame is written, and the FPMR record is thread.uw.fpmr; before it, the state
+    # stayed live and bound and preserve_fpmr_context() read the live FPMR.
+    signal_save_flush_early: bool = True
+    # d2907cbe9ea0 (v6.19, CVE-2026-23102): an SVE record with SVE_SIG_FLAG_SM sets
+    # TIF_SME (SME storage allocated); one without it clears SVCR.SM.
+    sigreturn_sm_sets_tif_sme: bool = True
+    # ea8ccfddbce0 (v6.19, CVE-2026-23107): a ZA record allocates the SVE storage
+    # streaming mode needs before TIF_SME is set.
+    sigreturn_za_allocates_sve: bool = True
 
     # Seed 000 patch 0.9 (RFC, 2018), as posted: fpsimd_thread_switch() asks
     # whether *current's* state is foreign instead of next's.
@@ -485,6 +504,7 @@ def do_sve_acc(m, s: list[int], k: int, t: int) -> None:
         m.violate("no-bug", f"do_sve_acc(): SVE access by {m.name(t)} trapped although "
                   "TIF_SVE is set (WARN: \"SVE access shouldn't have trapped\")", k, (t,))
     s[m.tif_sve[t]] = 1
+    _sve_alloc(m, s, t)
     if not s[m.foreign[t]]:
         # Live: zero the upper bits in the registers and rebind (enables EL0 SVE).
         s[m.vl[k]] = m.ctx_vq[t]
@@ -500,6 +520,14 @@ def do_sve_acc(m, s: list[int], k: int, t: int) -> None:
             fpsimd_flush_task_state(m, s, t)
     s[m.want_hi[t]] = ZERO
     s[m.permit[t]] = 0
+
+
+def _sve_alloc(m, s: list[int], t: int) -> None:
+    """sve_alloc(): thread.sve_state exists from here (tracked with sig-frames and sme,
+    where a ZA record restored without it is ea8ccfddbce0's crash)."""
+    store = getattr(m, "sve_store", None)
+    if store is not None:
+        s[store[t]] = 1
 
 
 def sme_smstop(m, s: list[int], k: int) -> None:
@@ -539,6 +567,7 @@ def do_sme_acc(m, s: list[int], k: int, t: int) -> None:
         m.violate("no-bug", f"do_sme_acc(): SME access by {m.name(t)} trapped although "
                   "TIF_SME is set (WARN_ON)", k, (t,))
     s[m.tif_sme[t]] = 1
+    _sve_alloc(m, s, t)   # sve_alloc() then sme_alloc(): streaming mode needs both
     if not s[m.foreign[t]]:
         s[m.svl[k]] = m.task_svq[t]
         fpsimd_bind_task_to_cpu(m, s, k, t)   # enables EL0 SME

@@ -300,8 +300,9 @@ class Model:
             for attr, name, dim, init, ref in self.MODEL_FIELDS
         ]
         for f in self.feats:
-            specs.extend((attr, name, dim, init, ref, "model")
-                         for attr, name, dim, init, ref in f.fields)
+            # A 6th element names the features a field needs (allocated only with them).
+            specs.extend((sp[0], sp[1], sp[2], sp[3], sp[4], "model") for sp in f.fields
+                         if len(sp) < 6 or all(self.config.has(x) for x in sp[5]))
         dims = ((CPU, self.policy.cpu_fields), (THREAD, self.policy.thread_fields),
                 (VCPU, self.policy.vcpu_fields))
         pol_specs: dict[str, StateField] = {}
@@ -362,7 +363,8 @@ class Model:
                 want_attr[kind] = attr
         self.banks = [(a, z, getattr(self, want_attr[kind])[0])
                       for a, z, kind in self.bank_slices]
-        extra = {kind: attr for f in self.feats for kind, attr in f.extra_wants}
+        extra = {kind: attr for f in self.feats for kind, attr in f.extra_wants
+                 if hasattr(self, attr)}
         # Per bank: start of its second-reference field (indexed by thread), or -1.
         self.bank_extra = [getattr(self, extra[kind])[0] if kind in extra else -1
                            for _a, _z, kind in self.bank_slices]

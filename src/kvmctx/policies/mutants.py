@@ -104,7 +104,8 @@ def load_all() -> None:
     import importlib
 
     for mod in ("kvmctx.policies.mutants_host", "kvmctx.policies.mutants_vcpu",
-                "kvmctx.policies.mutants_windows", "kvmctx.policies.mutants_regs"):
+                "kvmctx.policies.mutants_windows", "kvmctx.policies.mutants_regs",
+                "kvmctx.policies.mutants_signals"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

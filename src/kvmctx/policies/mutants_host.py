@@ -82,17 +82,9 @@ register(Mutant(
                 "previous task's streaming mode still on, zeroes what was just loaded",
     transform=_host(kernel_state_flush_first=False), bounds="host-sme-kneon"))
 
-_SIG_SVE = ("needs SVE/streaming signal frames (SVE and ZA records, SVE_SIG_FLAG_SM); the "
-            "model's frame holds the FPSIMD record only")
+# (Entries 7-9, 11 and 12, the signal frames, are in mutants_signals.)
 NOT_EXPRESSED.update({
     6: "the copy of a whole kernel struct (with its cpu field) from a partly initialised "
        "stack temporary is memory corruption below the model's level: fields are "
        "assigned one by one",
-    7: _SIG_SVE + "; also needs the save-format/TIF_SVE split at syscall entry on the "
-       "signal path",
-    8: _SIG_SVE + " and SME streaming mode",
-    9: _SIG_SVE + "; and signal-handler setup (setup_return's SMSTOP) as a preemptible "
-       "kernel path",
-    11: _SIG_SVE + "; and forged sigreturn frames",
-    12: _SIG_SVE + "; and ZA storage allocation (the model's tasks always have storage)",
 })

@@ -130,7 +130,9 @@ _add(Scenario(
         "What fp-stress runs, per CPU: an FPSIMD tester, a kernel-mode NEON user, one "
         "SVE tester per vector length (here VL128 and VL256) and, on SME systems, a "
         "streaming-SVE and ZA tester per streaming VL (here SVL256), all at once, with "
-        "frequent context switches (sched_yield) and syscalls. No guest: this checks and "
+        "frequent context switches (sched_yield) and syscalls, and a SIGUSR1 irritator "
+        "signalling every tester (delivery and rt_sigreturn with FPSIMD, SVE, streaming-SVE "
+        "and ZA frames: knobs sig_fpsimd, sig_sve, sig_sme). No guest: this checks and "
         "prices the host machinery every design stands on. Designs without SME run the "
         "SME tester as a plain FPSIMD task (the output says so)."),
     workload=Workload(
@@ -141,6 +143,7 @@ _add(Scenario(
                HostTask("sve-test-256", sve=True, vl=256, cpu=0, sve_use=0.8),
                HostTask("za-test-256", sme=True, svl=256, cpu=1, sme_use=0.8)),
         vcpus=(), guest_fp=0.0, preempt=0.15, softirq_neon=0.05, kneon_task=0.8,
+        sig_fpsimd=0.02, sig_sve=0.02, sig_sme=0.02,
     ),
 ))
 

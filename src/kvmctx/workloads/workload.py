@@ -90,6 +90,13 @@ class Workload:
     vcpu_reset: float = 0.0
     one_reg: float = 0.0
     fpmr: float = 0.0
+    # Issue 15 item 1 (features signals + sig-frames): per decision of a host task at EL0
+    # (not a VMM thread) of that kind, the chance a signal is delivered to it or, in its
+    # handler, that the handler returns (rt_sigreturn). Frames cost what their records
+    # hold (kvmctx.model.feat.signals.frame_bytes).
+    sig_fpsimd: float = 0.0
+    sig_sve: float = 0.0
+    sig_sme: float = 0.0
     notes: tuple[str, ...] = field(default=())
 
     def model_config(self, features: frozenset[str] | None = None,
@@ -129,6 +136,8 @@ class Workload:
             f.add("one-reg")
         if self.fpmr > 0:
             f.add("fpmr")
+        if self.sig_fpsimd > 0 or self.sig_sve > 0 or self.sig_sme > 0:
+            f |= {"signals", "sig-frames"}
         if self.host_life > 0:
             f |= HOST_LIFE_FEATURES if self.cpus > 1 else HOST_LIFE_FEATURES - {"hotplug"}
         return frozenset(f)
@@ -187,6 +196,7 @@ KNOBS: dict[str, type] = {
     "wfx_block": float, "vl": int, "vcpus": int, "exit_user": float,
     "sysregs": str, "sysreg_write": float, "vhe": bool, "host_life": float, "svl": int,
     "guest_aarch32": bool, "vcpu_reset": float, "one_reg": float, "fpmr": float,
+    "sig_fpsimd": float, "sig_sve": float, "sig_sme": float,
 }
 
 

@@ -14,14 +14,8 @@ and they are where the host's own FP bugs were (bug-catalogue.md entries
   zeroes the saved image and TIF_SVE, sets TIF_FOREIGN_FPSTATE and
   invalidates the task's binding (674c242c9323; before it, a memset left
   fpsimd_cpu = 0, a real CPU). The new program's latest value is zero.
-* ``signals`` (kinds 31, 32): delivery at EL0 saves the live state
-  (fpsimd_signal_preserve_current_state) and writes the FPSIMD record into
-  the user frame; the handler then runs at EL0 with the same registers.
-  rt_sigreturn (a syscall) copies the frame's record into the task image
-  and invalidates the task's binding; the value in the frame becomes the
-  task's latest again (9de52a755cfb: before it, an FPSIMD-only task's record
-  was not copied). One level of handler; FPSIMD-only tasks (SVE frames are
-  not modelled).
+* ``signals`` (kinds 31, 32) lives in its own module,
+  ``kvmctx.model.feat.signals`` (with ``sig-frames``: every task kind).
 * ``ptrace`` (kinds 33, 34): a debugger writes a stopped task's FPSIMD
   (NT_PRFPREG) or SVE (NT_ARM_SVE) registers: a new latest value in its
   saved image, its binding invalidated. An NT_PRFPREG write zero-pads an SVE
@@ -34,18 +28,14 @@ and they are where the host's own FP bugs were (bug-catalogue.md entries
 
 from __future__ import annotations
 
-from kvmctx.model import counters as C
 from kvmctx.model import host as H
 from kvmctx.model.features import ActionSpec, Feature, register
 from kvmctx.model.flow import K_USER
-from kvmctx.model.layout import TAG_LO, THREAD
 from kvmctx.model.values import FP_STATE_FPSIMD, FP_STATE_SVE, GARBAGE, ZERO, tag
 
 PM = 28
 HOTPLUG = 29
 EXEC = 30
-SIGNAL = 31
-SIGRETURN = 32
 PTRACE_FP = 33
 PTRACE_SVE = 34
 PTRACE_SVE_BY = 55   # the same NT_ARM_SVE write, issued by a modelled tracer task
@@ -170,65 +160,6 @@ register(Feature(
                               f"{m.tname(s[m.cur[a[1]]])}: execve(): fpsimd_flush_thread()",
                               budget="exec")},
     enabled=_exec_enabled,
-))
-
-
-# ------------------------------------------------------------------ signals
-
-
-def _sig_enabled(m, s, k, t, pc, kind, out) -> None:
-    # FPSIMD-only frames: SVE and SME tasks take no signals in the model.
-    if _host_task_at_el0(m, s, t, pc, kind) and not m.task_sve[t] and not m.task_sme[t]:
-        out.append((SIGRETURN if s[m.sig_on[t]] else SIGNAL, k, 0))
-
-
-def _signal(m, s, a) -> None:
-    k = a[1]
-    t = s[m.cur[k]]
-    H.fpsimd_save_user_state(m, s, k)   # fpsimd_signal_preserve_current_state()
-    img = m.mem_zlo if s[m.fp_type[t]] == FP_STATE_SVE else m.mem_lo
-    s[m.sig_lo[t]] = s[img[t]]          # preserve_fpsimd_context(): the frame record
-    s[m.sig_on[t]] = 1
-    m.ctr[C.SIGNALS] += 1
-
-
-def _sigreturn(m, s, a) -> None:
-    k = a[1]
-    t = s[m.cur[k]]
-    H.syscall_enter(m, s, k, t)
-    s[m.pc[t]] = m.L_SYS
-    if m.ret_window:
-        s[m.insys[t]] = 0               # restore_sigframe(): forget_syscall()
-    frame = s[m.sig_lo[t]]
-    # restore_fpsimd_context() -> fpsimd_update_current_state(), then the
-    # task's binding is invalidated so the return to EL0 reloads the image.
-    if m.hc.sigreturn_copies_fpsimd or s[m.tif_sve[t]]:
-        s[m.mem_lo[t]] = frame
-        s[m.fp_type[t]] = FP_STATE_FPSIMD
-    H.fpsimd_flush_task_state(m, s, t)
-    s[m.foreign[t]] = 1
-    s[m.want_lo[t]] = frame             # the program resumes with the frame's values
-    s[m.want_hi[t]] = ZERO
-    s[m.permit[t]] = 0
-    s[m.sig_on[t]] = 0
-    s[m.sig_lo[t]] = ZERO               # dead until the next delivery
-
-
-register(Feature(
-    name="signals",
-    fields=(("sig_lo", "thread.sigframe.fpsimd", THREAD, ZERO, TAG_LO),
-            ("sig_on", "thread.in_signal_handler", THREAD, 0, None)),
-    actions={
-        SIGNAL: ActionSpec("signal", _signal, lambda m, s, a:
-                           f"{m.tname(s[m.cur[a[1]]])}: signal delivered: state saved, "
-                           "FPSIMD record written to the frame, handler runs",
-                           budget="signal"),
-        SIGRETURN: ActionSpec("sigreturn", _sigreturn, lambda m, s, a:
-                              f"{m.tname(s[m.cur[a[1]]])}: rt_sigreturn(): frame record "
-                              "restored", budget="signal"),
-    },
-    enabled=_sig_enabled,
-    extra_wants=((TAG_LO, "sig_lo"),),
 ))
 
 
