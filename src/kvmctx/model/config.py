@@ -33,6 +33,8 @@ FEATURES = (
     "fpmr",          # FEAT_FPMR: FPMR saved/loaded with the FP state, tasks and guests
     "trap-window",   # EL0 SVE/SME access traps as preemptible kernel paths (el0_sve_acc)
     "ret-window",    # the return to EL0 and the syscall entry with their IRQs-on windows
+    "vl",            # per-task VLs: prctl(PR_SVE/SME_SET_VL), NT_ARM_SVE writes with another VL
+    "fork",          # clone() into a free task slot (a dead task's), exit() releasing it
 )
 
 DEFAULT_VL = 128  # bits; FPSIMD-only contexts are modelled at VL128

@@ -43,8 +43,12 @@ ONE_REG_WRITES = 32    # KVM_SET_ONE_REG writes of FP/SVE registers
 FPMR_WRITES = 33       # FPMR writes at EL0 or in a guest (FEAT_FPMR)
 SVE_TRAPS_IN_MEMORY = 34   # do_sve_acc found the state in memory (TIF_FOREIGN_FPSTATE set)
 SME_TRAPS_IN_MEMORY = 35   # do_sme_acc likewise
+VL_CHANGES = 36        # prctl(PR_SVE/SME_SET_VL) and ptrace VL changes (feature vl)
+TASK_CLONES = 37       # clone() of a host task (feature fork)
+TASK_EXITS = 38        # exit() of a host task
+CLONE_BYTES = 39       # FP state bytes copied into children (arch_dup_task_struct)
 
-N = 36
+N = 40
 
 NAMES = (
     "guest_fp_traps", "host_sve_traps", "saves", "restores", "bytes_saved",
@@ -54,7 +58,7 @@ NAMES = (
     "guest_entries", "syscalls", "migrations", "host_fp_uses", "signals",
     "sysreg_traps", "eager_restores", "eager_wasted", "host_sme_traps", "za_saves",
     "za_restores", "vcpu_resets", "one_reg_writes", "fpmr_writes", "sve_traps_in_memory",
-    "sme_traps_in_memory",
+    "sme_traps_in_memory", "vl_changes", "task_clones", "task_exits", "clone_bytes",
 )
 assert len(NAMES) == N
 

@@ -39,6 +39,7 @@ ALL_FEATURES = frozenset({
     "ptrace", "exec", "hotplug", "pm", "exit-user", "guest-vl", "sysregs", "sme",
     "vcpu-reset", "one-reg", "fpmr",
     "trap-window", "ret-window",
+    "vl", "fork",
 })
 
 StepFn = Callable[[Any, list[int], int, int], Any]

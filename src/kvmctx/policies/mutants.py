@@ -104,7 +104,7 @@ def load_all() -> None:
     import importlib
 
     for mod in ("kvmctx.policies.mutants_host", "kvmctx.policies.mutants_vcpu",
-                "kvmctx.policies.mutants_windows"):
+                "kvmctx.policies.mutants_windows", "kvmctx.policies.mutants_life"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:
