@@ -18,6 +18,12 @@ register_bounds(Bounds(
     description="1 CPU, 1 SVE task (VL256) that may switch to VL512 with prctl(PR_SVE_SET_VL) "
                 "or have a debugger write NT_ARM_SVE at the other VL; preemption"))
 register_bounds(Bounds(
+    "host-vl-sme", cpus=1, fpsimd_tasks=1, sve_tasks=0, sme_tasks=1, sme_sve=True, vcpus=0,
+    features=frozenset({"sve", "sme", "vl", "preempt"}),
+    budgets=(("switch", 2), ("vl", 2)),
+    description="1 CPU, 1 FPSIMD task, 1 task using SVE (VL512) and SME (SVL256, ZA) that may "
+                "change either VL with prctl(PR_SVE_SET_VL / PR_SME_SET_VL); preemption"))
+register_bounds(Bounds(
     "host-fork", cpus=1, fpsimd_tasks=1, sve_tasks=1, vcpus=0,
     features=frozenset({"sve", "fork", "preempt", "ptrace"}),
     budgets=(("clone", 1), ("exit", 1), ("ptrace", 1), ("switch", 2)),
@@ -30,6 +36,14 @@ register_bounds(Bounds(
     budgets=(("clone", 1), ("exit", 1), ("switch", 2)),
     description="1 CPU, 2 FPSIMD tasks; one may exit() and the other clone() a thread into "
                 "its slot (task_struct reuse); no ptrace, so a clone copies current state"))
+register_bounds(Bounds(
+    "host-churn", cpus=2, fpsimd_tasks=1, sve_tasks=1, vcpus=1,
+    features=frozenset({"sve", "vl", "fork", "ptrace", "preempt", "migration", "exit-user"}),
+    budgets=(("clone", 1), ("exit", 1), ("migration", 1), ("ptrace", 1), ("switch", 2),
+             ("vl", 1)),
+    description="2 CPUs, an FPSIMD and an SVE task, a VMM with 1 vCPU; VL changes (prctl, "
+                "ptrace), exit() and clone() into the freed slot, ptrace writes, migration: "
+                "the seed designs' re-check of issue 15 items 2-3"))
 
 register(Mutant(
     name="clone-dead-binding", base="upstream-6.14", source="071b6d4a5d34", catalogue=32,

@@ -69,6 +69,7 @@ from kvmctx.model import counters as C
 from kvmctx.model import host as H
 from kvmctx.model.feat import host_life as HL
 from kvmctx.model.features import ActionSpec, Feature, register
+from kvmctx.model.flow import CHK_USER
 from kvmctx.model.layout import CTX, THREAD
 from kvmctx.model.values import FP_STATE_SVE, GARBAGE, NO_CPU, OWNER_MASK, ZERO, tag
 
@@ -154,6 +155,21 @@ def _ptrace_sve_vl(m, s, a) -> None:
     HL._ptrace_sve(m, s, (HL.PTRACE_SVE, u, 0))   # then the payload at the new VL
 
 
+def _vl_check_cpu(m, s, k) -> None:
+    """A task at EL0 with SVE enabled runs at its own VL (ZCR_EL1.LEN): after a VL
+    change it must not keep registers loaded at the old one (streaming mode: SMCR)."""
+    t = s[m.cur[k]]
+    if not t or m.p_check[s[m.pc[t]]] != CHK_USER:
+        return
+    if m.has_sme and s[m.sm[k]]:
+        if s[m.svl[k]] != s[m.tsvq[t]]:
+            m.violate("integrity", f"{m.tname(t)} at EL0 on CPU{k} runs streaming SVE at VL"
+                      f"{128 * s[m.svl[k]]}, its streaming VL is {128 * s[m.tsvq[t]]}", k, (t,))
+    elif s[m.zen[k]] and s[m.vl[k]] != s[m.tvq[t]]:
+        m.violate("integrity", f"{m.tname(t)} at EL0 on CPU{k} runs SVE at VL"
+                  f"{128 * s[m.vl[k]]}, its VL is {128 * s[m.tvq[t]]}", k, (t,))
+
+
 def _vl_init(m, s) -> None:
     for t in range(1, m.nthreads):
         s[m.tvq[t]] = m.ctx_vq[t]
@@ -180,6 +196,7 @@ register(Feature(
     },
     enabled=_vl_enabled,
     enabled_global=_vl_enabled_global,
+    check_cpu=_vl_check_cpu,
     init=_vl_init,
 ))
 
