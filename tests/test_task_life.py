@@ -170,3 +170,32 @@ def test_clone_child_starts_in_the_kernel_with_the_parents_values():
     m.apply(s, (SCHED, 0, 2))
     m.apply(s, (STEP, 0, 0))                        # ret_from_fork reloads the copy
     assert s[m.lo[0]] == s[m.want_lo[2]] and not m.vio
+
+
+def test_fp_stress_churns_and_changes_vls_cleanly():
+    from kvmctx import api
+
+    r = api.run("upstream-6.14", "fp-stress", seed=1, events=20_000)
+    c = r.counters
+    assert r.sim.violations == 0
+    assert c["task_clones"] > 0 and c["task_exits"] > 0 and c["vl_changes"] > 0
+    assert c["clone_bytes"] == 520 * c["task_clones"]
+    quiet = api.run("upstream-6.14", "fp-stress", seed=1, events=20_000,
+                    knobs={"churn": 0.0, "vl_change": 0.0})
+    assert not {"vl", "fork"} & quiet.workload.features()
+    assert quiet.counters["task_clones"] == quiet.counters["vl_changes"] == 0
+    # The copy is priced: churn costs more than the same run without the clones' bytes.
+    from kvmctx.model import counters as C
+
+    no_copy = list(r.sim.counters)
+    no_copy[C.CLONE_BYTES] = 0
+    assert r.profile.cycles(r.sim.counters)["saves"] > r.profile.cycles(no_copy)["saves"]
+
+
+def test_asking_a_design_without_fork_for_churn_is_a_usage_error():
+    from kvmctx import api
+
+    with pytest.raises(api.UsageError, match="cannot model fork"):
+        api.run("arm32-vfp-2012", "fp-stress", events=10, knobs={"churn": 0.1})
+    r = api.run("arm32-vfp-2012", "fp-stress", events=200)   # built in: left out, said so
+    assert any("cannot model fork" in n for n in r.assumptions)

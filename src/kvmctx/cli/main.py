@@ -169,6 +169,10 @@ def run(
     one_reg: float | None = typer.Option(None, help="Chance the VMM's next ioctl is "
                                                     "KVM_SET_ONE_REG of an FP register."),
     fpmr: float | None = typer.Option(None, help="Chance a host task's FP use writes FPMR."),
+    vl_change: float | None = typer.Option(None, help="Chance a host SVE/SME task's syscall "
+                                                      "is prctl(PR_SVE/SME_SET_VL)."),
+    churn: float | None = typer.Option(None, help="Chance a host task's syscall is clone() "
+                                                  "into a free task slot, or exit()."),
     cost_profile: str | None = typer.Option(None, help="Built-in profile name or TOML path."),
     no_invariants: bool = typer.Option(False, "--no-invariants", help="Skip invariant checks."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -181,7 +185,7 @@ def run(
                    guest_fp_pattern=guest_fp_pattern, sysregs=sysregs,
                    vhe=False if nvhe else None, host_life=host_life, svl=svl, vmm_sve=vmm_sve,
                    guest_aarch32=True if guest_aarch32 else None, vcpu_reset=vcpu_reset,
-                   one_reg=one_reg, fpmr=fpmr)
+                   one_reg=one_reg, fpmr=fpmr, vl_change=vl_change, churn=churn)
     if events is not None and events < 0:
         fail(f"--events must be >= 0, got {events}")
     if seed < 0:

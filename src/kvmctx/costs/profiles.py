@@ -77,7 +77,10 @@ class CostProfile:
         parts = {
             "traps": ctr[C.GUEST_FP_TRAPS] * self["guest_fp_trap"]
             + (ctr[C.HOST_SVE_TRAPS] + ctr[C.HOST_SME_TRAPS]) * self["host_sve_trap"],
-            "saves": ctr[C.BYTES_SAVED] * save_b,
+            # A clone()'s copy of the parent's FPSIMD image (arch_dup_task_struct's
+            # *dst = *src; v6.16 copies no SVE image) is priced per byte like a save:
+            # assumption (a), a memory-to-memory copy of the same bytes.
+            "saves": (ctr[C.BYTES_SAVED] + ctr[C.CLONE_BYTES]) * save_b,
             "restores": ctr[C.BYTES_RESTORED] * rest_b,
             "trap_control": ctr[C.TRAP_WRITES] * self["trap_write"] + ctr[C.ISBS] * self["isb"],
             "sysregs": ctr[C.SYSREG_SAVES] * self["sysreg_save"]

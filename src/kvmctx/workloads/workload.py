@@ -90,6 +90,12 @@ class Workload:
     vcpu_reset: float = 0.0
     one_reg: float = 0.0
     fpmr: float = 0.0
+    # Issue 15 items 2-3 (features vl, fork). vl_change: a host SVE or SME task in a
+    # syscall, the chance the syscall is prctl(PR_SVE_SET_VL / PR_SME_SET_VL) to its other
+    # VL; churn: a host task in a syscall, the chance it is clone() (a free task slot
+    # exists) or exit() (none does, and another host task lives): short-lived processes.
+    vl_change: float = 0.0
+    churn: float = 0.0
     notes: tuple[str, ...] = field(default=())
 
     def model_config(self, features: frozenset[str] | None = None,
@@ -129,6 +135,10 @@ class Workload:
             f.add("one-reg")
         if self.fpmr > 0:
             f.add("fpmr")
+        if self.vl_change > 0 and (any(t.sve or t.sme for t in self.tasks)):
+            f.add("vl")
+        if self.churn > 0:
+            f.add("fork")
         if self.host_life > 0:
             f |= HOST_LIFE_FEATURES if self.cpus > 1 else HOST_LIFE_FEATURES - {"hotplug"}
         return frozenset(f)
@@ -187,6 +197,7 @@ KNOBS: dict[str, type] = {
     "wfx_block": float, "vl": int, "vcpus": int, "exit_user": float,
     "sysregs": str, "sysreg_write": float, "vhe": bool, "host_life": float, "svl": int,
     "guest_aarch32": bool, "vcpu_reset": float, "one_reg": float, "fpmr": float,
+    "vl_change": float, "churn": float,
 }
 
 
