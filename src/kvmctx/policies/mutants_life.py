@@ -18,11 +18,11 @@ register_bounds(Bounds(
     description="1 CPU, 1 SVE task (VL256) that may switch to VL512 with prctl(PR_SVE_SET_VL) "
                 "or have a debugger write NT_ARM_SVE at the other VL; preemption"))
 register_bounds(Bounds(
-    "host-vl-sme", cpus=1, fpsimd_tasks=1, sve_tasks=0, sme_tasks=1, sme_sve=True, vcpus=0,
+    "host-vl-sme", cpus=1, fpsimd_tasks=0, sve_tasks=0, sme_tasks=1, sme_sve=True, vcpus=0,
     features=frozenset({"sve", "sme", "vl", "preempt"}),
     budgets=(("switch", 2), ("vl", 2)),
-    description="1 CPU, 1 FPSIMD task, 1 task using SVE (VL512) and SME (SVL256, ZA) that may "
-                "change either VL with prctl(PR_SVE_SET_VL / PR_SME_SET_VL); preemption"))
+    description="1 CPU, 1 task using SVE (VL512) and SME (SVL256, ZA) that may change either "
+                "VL with prctl(PR_SVE_SET_VL / PR_SME_SET_VL); it may block in the kernel"))
 register_bounds(Bounds(
     "host-fork", cpus=1, fpsimd_tasks=1, sve_tasks=1, vcpus=0,
     features=frozenset({"sve", "fork", "preempt", "ptrace"}),
