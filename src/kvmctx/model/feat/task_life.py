@@ -70,7 +70,7 @@ from kvmctx.model import host as H
 from kvmctx.model.feat import host_life as HL
 from kvmctx.model.features import ActionSpec, Feature, register
 from kvmctx.model.flow import CHK_USER
-from kvmctx.model.layout import CTX, THREAD
+from kvmctx.model.layout import CPU, CTX, THREAD
 from kvmctx.model.values import FP_STATE_SVE, GARBAGE, NO_CPU, OWNER_MASK, ZERO, tag
 
 PRCTL_SVE_VL = 70
@@ -226,18 +226,16 @@ def _slot_indices(m, t: int) -> list[int]:
 
 
 def _scrub(m, s, t: int) -> None:
-    """The dead task's values still live in CPU registers: nobody's from now on."""
+    """The dead task's values still in per-CPU places (registers, a policy's per-CPU
+    stash): nobody's from now on."""
     owners = (t, m.kn_ctx[t])
-    regs = [m.lo, m.hi]
-    if m.has_sme:
-        regs.append(m.za)
-    if m.has_fpmr:
-        regs.append(m.fpmr)
-    for k in range(m.ncpu):
-        for r in regs:
-            x = s[r[k]]
+    for f in m.layout.fields.values():
+        if f.dim != CPU or not (f.ref or "").startswith("tag_"):
+            continue
+        for i in range(f.start, f.start + f.count):
+            x = s[i]
             if x != ZERO and (x & OWNER_MASK) in owners:
-                s[r[k]] = GARBAGE
+                s[i] = GARBAGE
 
 
 def _exit(m, s, a) -> None:
