@@ -110,8 +110,12 @@ def adapt_workload(policy: Policy, w: Workload, explicit: dict[str, Any]
         w = replace(w, sig_fpsimd=0.0, sig_sve=0.0, sig_sme=0.0)
         if "sig-frames" in missing:
             notes.append(f"{policy.name} cannot model sig-frames: signals left out")
-    for feat, knob in (("vcpu-reset", "vcpu_reset"), ("one-reg", "one_reg"), ("fpmr", "fpmr")):
+    for feat, knob in (("vcpu-reset", "vcpu_reset"), ("one-reg", "one_reg"), ("fpmr", "fpmr"),
+                       ("vl", "vl_change"), ("fork", "churn")):
         if feat in missing:
+            if feat in ("vl", "fork") and explicit.get(knob):
+                raise UsageError(f"policy {policy.name} cannot model {feat} (asked for with "
+                                 f"--{knob.replace('_', '-')}); see 'kvmctx policies'")
             w = replace(w, **{knob: 0.0})
             notes.append(f"{policy.name} cannot model {feat}: left out")
     if "kernel-neon" in missing:

@@ -77,9 +77,12 @@ class CostProfile:
         parts = {
             "traps": ctr[C.GUEST_FP_TRAPS] * self["guest_fp_trap"]
             + (ctr[C.HOST_SVE_TRAPS] + ctr[C.HOST_SME_TRAPS]) * self["host_sve_trap"],
-            # Signal frame records (sig-frames) are priced per byte like a save: the
-            # copy moves the same bytes through the same stores (a named assumption).
-            "saves": (ctr[C.BYTES_SAVED] + ctr[C.SIGFRAME_BYTES]) * save_b,
+            # Signal frame records (sig-frames) and a clone()'s copy of the parent's
+            # FPSIMD image (arch_dup_task_struct's *dst = *src; v6.16 copies no SVE image)
+            # are priced per byte like a save: the copy moves the same bytes through the
+            # same stores (a named assumption).
+            "saves": (ctr[C.BYTES_SAVED] + ctr[C.SIGFRAME_BYTES] + ctr[C.CLONE_BYTES])
+            * save_b,
             "restores": ctr[C.BYTES_RESTORED] * rest_b,
             "trap_control": ctr[C.TRAP_WRITES] * self["trap_write"] + ctr[C.ISBS] * self["isb"],
             "sysregs": ctr[C.SYSREG_SAVES] * self["sysreg_save"]

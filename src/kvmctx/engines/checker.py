@@ -174,7 +174,8 @@ def _short(v: Any) -> str:
 
 # Budget classes an action can belong to (see budget_class).
 BUDGET_CLASSES = ("switch", "softirq", "migration", "kneon", "signal", "ptrace", "exec",
-                  "hotplug", "pm", "guest-vl", "sysreg", "vfp", "vcpu-reset", "one-reg")
+                  "hotplug", "pm", "guest-vl", "sysreg", "vfp", "vcpu-reset", "one-reg",
+                  "vl", "clone", "exit")
 
 STANDARD_FEATURES = frozenset({"sve", "softirq-neon", "preempt", "migration", "exit-user",
                                "signals"})

@@ -29,6 +29,7 @@ from kvmctx.model.feat.fpmr import USER_FPMR
 from kvmctx.model.feat.signals import SIGNAL, SIGRETURN
 from kvmctx.model.feat.sme import USER_SME, USER_SMSTOP
 from kvmctx.model.feat.sysregs import GSR_WRITE, HOST_TLS, SR_EMULATE
+from kvmctx.model.feat.task_life import CLONE, EXIT, PRCTL_SME_VL, PRCTL_SVE_VL
 from kvmctx.model.feat.vcpu_reset import PSCI_CPU_ON, SET_ONE_REG
 from kvmctx.model.flow import EXIT_KERNEL, EXIT_USER, K_GUEST, K_IDLE, K_STEP, K_USER
 from kvmctx.model.machine import (
@@ -47,6 +48,7 @@ from kvmctx.model.machine import (
     USVE,
     Model,
 )
+from kvmctx.model.values import NO_CPU
 from kvmctx.workloads.workload import EXIT_REASONS, Workload
 
 MAX_VIOLATION_RECORDS = 20
@@ -125,6 +127,8 @@ class Simulator:
         self.fpmr = "fpmr" in feats and workload.fpmr > 0
         self.sig = "sig-frames" in feats and "signals" in feats and (
             workload.sig_fpsimd > 0 or workload.sig_sve > 0 or workload.sig_sme > 0)
+        self.vl_change = "vl" in feats and workload.vl_change > 0
+        self.churn = "fork" in feats and workload.churn > 0
         # Host lifecycle features on (signals, ptrace, exec, PM, hotplug): their
         # enabled-action callbacks, asked at host EL0 and idle decisions.
         from kvmctx.model import features as F
@@ -235,7 +239,8 @@ class Simulator:
         vcpu_of = m.vcpu_of
         if ncpu > 1 and w.migrate and rnd() < w.migrate:
             running = {s[cur[j]] for j in range(ncpu)}
-            cands = [u for u in range(1, m.nthreads) if u not in running]
+            cands = [u for u in range(1, m.nthreads)
+                     if u not in running and s[m.rq[u]] != NO_CPU]   # (NO_CPU: free slot)
             if cands:
                 u = cands[rng.randrange(len(cands))]
                 d = rng.randrange(ncpu - 1)
@@ -325,6 +330,9 @@ class Simulator:
                 else:
                     self._apply((READ, k, 0))
             return
+        if pc == m.L_SYS and vcpu_of[t] < 0 and (self.vl_change or self.churn) \
+                and self._task_life(k, t):
+            return
         if pc == m.L_SYS and m.task_kneon[t] and r < w.kneon_task:
             self._apply((KNEON, k, 0))
             return
@@ -355,6 +363,26 @@ class Simulator:
             return
         self._apply((STEP, k, 0))
         self._settle(k)
+
+    def _task_life(self, k: int, t: int) -> bool:
+        """Host task t in a syscall on CPU k: maybe a VL change, a clone() or an exit()."""
+        m, s, w = self.m, self.s, self.w
+        rnd = self.rng.random
+        sve, sme = m.task_sve[t], m.task_sme[t]
+        if self.vl_change and (sve or sme) and rnd() < w.vl_change:
+            use_sme = sme and (not sve or rnd() < 0.5)
+            self._apply((PRCTL_SME_VL if use_sme else PRCTL_SVE_VL, k, 0))
+            return True
+        if self.churn and rnd() < w.churn:
+            host = [u for u in range(1, m.nthreads) if m.vcpu_of[u] < 0]
+            free = [u for u in host if s[m.rq[u]] == NO_CPU]
+            if free:
+                self._apply((CLONE, k, free[int(rnd() * len(free))]))
+                return True
+            if len(host) > 1:
+                self._apply((EXIT, k, 0))
+                return True
+        return False
 
     def _life_event(self, k: int, t: int) -> bool:
         """A signal, sigreturn, execve, PM or hotplug cycle on CPU k, or a ptrace

@@ -36,6 +36,8 @@ FEATURES = (
     "isb",           # trap-control writes pending until an ISB/exception (host SMEN, VHE)
     "sme-regsets",   # ptrace of SME tasks: NT_ARM_SSVE/SVE mode switches, NT_ARM_ZA/ZT
     "sig-frames",    # signal frames for every task kind (SVE/SME/ZA/FPMR records, edits)
+    "vl",            # per-task VLs: prctl(PR_SVE/SME_SET_VL), NT_ARM_SVE writes with another VL
+    "fork",          # clone() into a free task slot (a dead task's), exit() releasing it
 )
 
 DEFAULT_VL = 128  # bits; FPSIMD-only contexts are modelled at VL128

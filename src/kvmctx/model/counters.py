@@ -44,8 +44,12 @@ FPMR_WRITES = 33       # FPMR writes at EL0 or in a guest (FEAT_FPMR)
 SVE_TRAPS_IN_MEMORY = 34   # do_sve_acc found the state in memory (TIF_FOREIGN_FPSTATE set)
 SME_TRAPS_IN_MEMORY = 35   # do_sme_acc likewise
 SIGFRAME_BYTES = 36    # signal frame records written at delivery and read at sigreturn
+VL_CHANGES = 37        # prctl(PR_SVE/SME_SET_VL) and ptrace VL changes (feature vl)
+TASK_CLONES = 38       # clone() of a host task (feature fork)
+TASK_EXITS = 39        # exit() of a host task
+CLONE_BYTES = 40       # FP state bytes copied into children (arch_dup_task_struct)
 
-N = 37
+N = 41
 
 NAMES = (
     "guest_fp_traps", "host_sve_traps", "saves", "restores", "bytes_saved",
@@ -55,7 +59,8 @@ NAMES = (
     "guest_entries", "syscalls", "migrations", "host_fp_uses", "signals",
     "sysreg_traps", "eager_restores", "eager_wasted", "host_sme_traps", "za_saves",
     "za_restores", "vcpu_resets", "one_reg_writes", "fpmr_writes", "sve_traps_in_memory",
-    "sme_traps_in_memory", "sigframe_bytes",
+    "sme_traps_in_memory", "sigframe_bytes", "vl_changes", "task_clones", "task_exits",
+    "clone_bytes",
 )
 assert len(NAMES) == N
 

@@ -150,6 +150,21 @@ class HostConfig:
     # streaming mode needs before TIF_SME is set.
     sigreturn_za_allocates_sve: bool = True
 
+    # 49ce484187f7 (v6.16): a VL change (prctl PR_SVE/SME_SET_VL, ptrace) keeps the
+    # effective FPSIMD state (fpsimd_sync_from_effective_state: follows fp_type); before
+    # it, sve_to_fpsimd() ran whenever TIF_SVE was set and copied a stale SVE image
+    # over an FPSIMD-form save (feature vl).
+    vl_change_syncs_effective: bool = True
+    # 071b6d4a5d34 (v4.15): copy_thread() invalidates the child's fpsimd_cpu; before it
+    # the child inherited the parent's and, given a dead task's task_struct, matched a
+    # CPU binding that still named the dead task (feature fork).
+    clone_flushes_task: bool = True
+    # e0cb0f26594c (v6.16): arch_dup_task_struct() saves and flushes the parent's state
+    # and copies the effective FPSIMD state (the SVE image's low bits when fp_type is
+    # SVE); before it, the child got thread.uw.fpsimd_state, stale after a ptrace
+    # NT_ARM_SVE write at a syscall stop (feature fork).
+    clone_syncs_effective: bool = True
+
     # Seed 000 patch 0.9 (RFC, 2018), as posted: fpsimd_thread_switch() asks
     # whether *current's* state is foreign instead of next's.
     switch_tests_prev: bool = False
@@ -188,6 +203,16 @@ HOST_6_14 = HOST_6_2.but(era="v6.14", kernel_neon_preemptible=True,
 
 def fpsimd_bytes(m: object, c: int) -> int:  # pragma: no cover - doc helper
     return 520
+
+
+def task_vq(m, s: list[int], t: int) -> int:
+    """Task t's SVE VL (128-bit units): per-task state with feature "vl", else config."""
+    return s[m.tvq[t]] if m.has_vl else m.ctx_vq[t]
+
+
+def task_svq(m, s: list[int], t: int) -> int:
+    """Task t's streaming VL (128-bit units), as task_vq."""
+    return s[m.tsvq[t]] if m.has_vl else m.task_svq[t]
 
 
 def _save_bytes(m, c: int, sve: bool) -> int:
@@ -229,7 +254,7 @@ def fpsimd_save_user_state(m, s: list[int], k: int) -> None:
         # v4.x: the format comes from current's TIF_SVE and the SVE image is
         # current's own sve_state, whatever the binding says (2955bcc8c309).
         save_sve = bool(s[m.tif_sve[cur]]) and m.has_sve
-        want_vl = m.ctx_vq[cur]
+        want_vl = task_vq(m, s, cur)
         target = cur if save_sve else c
     live_vl = s[m.vl[k]]
     streaming = False
@@ -245,7 +270,7 @@ def fpsimd_save_user_state(m, s: list[int], k: int) -> None:
             m.ctr[C.ZA_SAVES] += 1
             m.ctr[C.BYTES_SAVED] += m.za_bytes[c]
         if streaming:
-            save_sve, want_vl, live_vl, target = True, m.task_svq[c], s[m.svl[k]], c
+            save_sve, want_vl, live_vl, target = True, task_svq(m, s, c), s[m.svl[k]], c
     if save_sve:
         if live_vl != want_vl:
             m.violate("no-bug", f"fpsimd_save_user_state(): live VL {128 * live_vl} != "
@@ -337,14 +362,14 @@ def _task_fpsimd_load(m, s: list[int], k: int, t: int) -> None:
             if streaming:
                 # Streaming Z/P at the streaming VL; ZCR (non-streaming VL) set if TIF_SVE.
                 if s[m.tif_sve[t]]:
-                    s[m.vl[k]] = m.ctx_vq[t]
+                    s[m.vl[k]] = task_vq(m, s, t)
                 s[m.lo[k]] = s[m.mem_zlo[t]]
                 s[m.hi[k]] = s[m.mem_hi[t]]
                 m.ctr[C.RESTORES] += 1
                 m.ctr[C.SVE_RESTORES] += 1
                 m.ctr[C.BYTES_RESTORED] += m.ssve_bytes[t]
             else:
-                load_state(m, s, k, t, True, m.ctx_vq[t])
+                load_state(m, s, k, t, True, task_vq(m, s, t))
         else:
             # Stop tracking SVE for this task until its next SVE use.
             s[m.tif_sve[t]] = 0
@@ -352,7 +377,7 @@ def _task_fpsimd_load(m, s: list[int], k: int, t: int) -> None:
                 sme_load(m, s, k, t)
             load_state(m, s, k, t, False, 0)
     else:
-        load_state(m, s, k, t, bool(s[m.tif_sve[t]]), m.ctx_vq[t])
+        load_state(m, s, k, t, bool(s[m.tif_sve[t]]), task_vq(m, s, t))
 
 
 def _bind_warn(m, k: int, c: int) -> None:
@@ -374,7 +399,7 @@ def fpsimd_bind_task_to_cpu(m, s: list[int], k: int, t: int) -> None:
         _bind_warn(m, k, t)
     s[m.bound[k]] = t
     s[m.to_save[k]] = TO_SAVE_CURRENT
-    s[m.bound_vl[k]] = m.ctx_vq[t]
+    s[m.bound_vl[k]] = task_vq(m, s, t)
     s[m.fcpu[t]] = k
     # EL0 SVE access follows TIF_SVE (sve_user_enable/disable).
     zen = 1 if s[m.tif_sve[t]] else 0
@@ -507,7 +532,7 @@ def do_sve_acc(m, s: list[int], k: int, t: int) -> None:
     _sve_alloc(m, s, t)
     if not s[m.foreign[t]]:
         # Live: zero the upper bits in the registers and rebind (enables EL0 SVE).
-        s[m.vl[k]] = m.ctx_vq[t]
+        s[m.vl[k]] = task_vq(m, s, t)
         s[m.hi[k]] = ZERO
         fpsimd_bind_task_to_cpu(m, s, k, t)
     else:
@@ -546,7 +571,7 @@ def sme_smstop(m, s: list[int], k: int) -> None:
 def sme_load(m, s: list[int], k: int, t: int) -> None:
     """task_fpsimd_load()'s SME part: streaming VL, SVCR from thread.svcr, then ZA."""
     if s[m.tif_sme[t]]:
-        s[m.svl[k]] = m.task_svq[t]           # sme_set_vq()
+        s[m.svl[k]] = task_svq(m, s, t)       # sme_set_vq()
     if m.has_fpmr and s[m.sm[k]] != s[m.svcr_sm[t]]:
         s[m.fpmr[k]] = ZERO                   # the SM change zeroes FPMR
     s[m.sm[k]] = s[m.svcr_sm[t]]              # write_sysreg_s(thread.svcr, SYS_SVCR)
@@ -569,7 +594,7 @@ def do_sme_acc(m, s: list[int], k: int, t: int) -> None:
     s[m.tif_sme[t]] = 1
     _sve_alloc(m, s, t)   # sve_alloc() then sme_alloc(): streaming mode needs both
     if not s[m.foreign[t]]:
-        s[m.svl[k]] = m.task_svq[t]
+        s[m.svl[k]] = task_svq(m, s, t)
         fpsimd_bind_task_to_cpu(m, s, k, t)   # enables EL0 SME
     else:
         m.ctr[C.SME_TRAPS_IN_MEMORY] += 1

@@ -146,6 +146,7 @@ class Model:
         if self.has_isb:
             from kvmctx.model.feat.isb import sync_before
             self.isb_sync = sync_before
+        self.has_vl = config.has("vl")   # per-task VLs are state (feature "vl")
 
         names = {0: "none", GARBAGE: "garbage"}
         for i, ts in enumerate(tasks, start=1):
@@ -916,7 +917,8 @@ class Model:
                 f.enabled_global(self, s, running, out)
         if "migration" in features and self.ncpu > 1:
             for u in range(1, nthreads):
-                if u not in running:
+                # (runqueue NO_CPU: a free task slot of feature "fork", not a thread)
+                if u not in running and s[self.rq[u]] != NO_CPU:
                     for d in range(self.ncpu):
                         if d != s[self.rq[u]]:
                             out.append((MIGRATE, u, d))

@@ -105,7 +105,7 @@ def load_all() -> None:
 
     for mod in ("kvmctx.policies.mutants_host", "kvmctx.policies.mutants_vcpu",
                 "kvmctx.policies.mutants_windows", "kvmctx.policies.mutants_regs",
-                "kvmctx.policies.mutants_signals"):
+                "kvmctx.policies.mutants_signals", "kvmctx.policies.mutants_life"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

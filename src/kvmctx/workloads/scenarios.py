@@ -124,8 +124,9 @@ _add(Scenario(
 _add(Scenario(
     name="fp-stress",
     summary="the kselftest fp-stress mix: per-CPU FPSIMD + kernel NEON, SVE per VL, SME "
-            "(streaming SVE + ZA); no guest",
-    source="peer-tests.md: tools/testing/selftests/arm64/fp fp-stress",
+            "(streaming SVE + ZA), testers forked, VL-set and exiting all the time; no guest",
+    source="peer-tests.md: tools/testing/selftests/arm64/fp fp-stress (and vec-syscfg for "
+           "VL inheritance across fork); churn and VL-change rates: assumption",
     description=(
         "What fp-stress runs, per CPU: an FPSIMD tester, a kernel-mode NEON user, one "
         "SVE tester per vector length (here VL128 and VL256) and, on SME systems, a "
@@ -134,7 +135,13 @@ _add(Scenario(
         "signalling every tester (delivery and rt_sigreturn with FPSIMD, SVE, streaming-SVE "
         "and ZA frames: knobs sig_fpsimd, sig_sve, sig_sme). No guest: this checks and "
         "prices the host machinery every design stands on. Designs without SME run the "
-        "SME tester as a plain FPSIMD task (the output says so)."),
+        "SME tester as a plain FPSIMD task (the output says so). fp-stress starts every "
+        "tester as a child process (fork, then the VL set with prctl before the tester "
+        "runs); here the testers churn all the time: 2% of their syscalls are exit() or "
+        "clone() of a new tester into the freed task slot (the dead one's task_struct, "
+        "of whatever FP kind that slot is), and 2% of an SVE or SME tester's syscalls "
+        "switch its VL (prctl PR_SVE_SET_VL / PR_SME_SET_VL). Knobs churn and vl_change "
+        "(0 turns them off)."),
     workload=Workload(
         cpus=2,
         tasks=(HostTask("fpsimd-test0", cpu=0, fp=0.8), HostTask("fpsimd-test1", cpu=1, fp=0.8),
@@ -144,6 +151,7 @@ _add(Scenario(
                HostTask("za-test-256", sme=True, svl=256, cpu=1, sme_use=0.8)),
         vcpus=(), guest_fp=0.0, preempt=0.15, softirq_neon=0.05, kneon_task=0.8,
         sig_fpsimd=0.02, sig_sve=0.02, sig_sme=0.02,
+        churn=0.02, vl_change=0.02,
     ),
 ))
 

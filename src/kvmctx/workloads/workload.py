@@ -97,6 +97,12 @@ class Workload:
     sig_fpsimd: float = 0.0
     sig_sve: float = 0.0
     sig_sme: float = 0.0
+    # Issue 15 items 2-3 (features vl, fork). vl_change: a host SVE or SME task in a
+    # syscall, the chance the syscall is prctl(PR_SVE_SET_VL / PR_SME_SET_VL) to its other
+    # VL; churn: a host task in a syscall, the chance it is clone() (a free task slot
+    # exists) or exit() (none does, and another host task lives): short-lived processes.
+    vl_change: float = 0.0
+    churn: float = 0.0
     notes: tuple[str, ...] = field(default=())
 
     def model_config(self, features: frozenset[str] | None = None,
@@ -138,6 +144,10 @@ class Workload:
             f.add("fpmr")
         if self.sig_fpsimd > 0 or self.sig_sve > 0 or self.sig_sme > 0:
             f |= {"signals", "sig-frames"}
+        if self.vl_change > 0 and (any(t.sve or t.sme for t in self.tasks)):
+            f.add("vl")
+        if self.churn > 0:
+            f.add("fork")
         if self.host_life > 0:
             f |= HOST_LIFE_FEATURES if self.cpus > 1 else HOST_LIFE_FEATURES - {"hotplug"}
         return frozenset(f)
@@ -197,6 +207,7 @@ KNOBS: dict[str, type] = {
     "sysregs": str, "sysreg_write": float, "vhe": bool, "host_life": float, "svl": int,
     "guest_aarch32": bool, "vcpu_reset": float, "one_reg": float, "fpmr": float,
     "sig_fpsimd": float, "sig_sve": float, "sig_sme": float,
+    "vl_change": float, "churn": float,
 }
 
 
