@@ -137,14 +137,14 @@ EXPLANATIONS: dict[str, dict[str, str]] = {"upstream-6.14": {
         "killed at host-syscall-stop (recoverability, 4 steps: the mutant syscallno-"
         "discard); the run that produced these ids predates host-syscall-stop in "
         "ALSO_BOUNDS",
-    "flag:signal_frame_from_fp_type":
-        "not expressible: SVE signal frames are not modelled (catalogue 7)",
 }}
 
 # Smaller bounds with features the main bounds leave out, tried on survivors.
 ALSO_BOUNDS = ("kvm-vmm-sve", "kvm-sve-nvhe", "sysregs", "kvm-sme", "host-sme-kneon",
                "host-pm", "host-hotplug", "host-exec", "host-signals", "sme-migration",
-               "sve-migration", "kneon-nested", "sve-two-vls", "sme-sve", "host-syscall-stop")
+               "sve-migration", "kneon-nested", "sve-two-vls", "sme-sve", "host-syscall-stop",
+               "host-sig", "kvm-sme-isb", "kvm-sme-isb-softirq", "host-ptrace-sme", "host-vl",
+               "host-vl-sme", "host-fork", "host-fork-reuse", "host-churn")
 
 HOOKS = ("vcpu_load", "ctxflush", "guest_entry", "hyp_exit", "ctxsync", "vcpu_put")
 HOST_MODULE = "kvmctx.model.host"
