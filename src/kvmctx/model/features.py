@@ -58,7 +58,7 @@ class Feature:
     # keeps those tags apart from other stale ones (kvmctx.engines.canon).
     extra_wants: tuple[tuple[str, str], ...] = ()
     # Steps appended to the flow's hooks ("vcpu_load", "vcpu_put", "guest_entry",
-    # "hyp_exit"): fn(m) -> tuple of policies.base.Step, given the built model.
+    # "hyp_exit"): fn(m) -> tuple of kvmctx.model.policy.Step, given the built model.
     steps: Callable[[Any], dict[str, tuple[Any, ...]]] | None = None
     # Called in __schedule() after fpsimd_thread_switch: fn(m, s, k, prev, next).
     on_switch: Callable[..., None] | None = None

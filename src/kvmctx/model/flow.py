@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 from kvmctx.model import counters as C
 from kvmctx.model import host as H
+from kvmctx.model.policy import GAP_DEFAULT, GAP_NONE, GAP_SOFTIRQ, Policy, Step
 from kvmctx.model.values import NO_CPU
-from kvmctx.policies.base import GAP_DEFAULT, GAP_NONE, GAP_SOFTIRQ, Policy, Step
 
 K_IDLE = 0
 K_USER = 1

@@ -70,6 +70,7 @@ from kvmctx.model.layout import (
     VCPU,
     Layout,
 )
+from kvmctx.model.policy import Policy, StateField
 from kvmctx.model.values import (
     FP_STATE_FPSIMD,
     FP_STATE_SVE,
@@ -82,7 +83,6 @@ from kvmctx.model.values import (
     describe,
     tag,
 )
-from kvmctx.policies.base import Policy, StateField
 
 STEP, SCHED, MIGRATE, SIRQ, UFP, USVE, SYSCALL, KVMRUN, KNEON, GFP, GSVE, GEXIT, READ = range(13)
 FOREIGN_UNDECIDED = 2  # poison for the switch-in check in Model.sched

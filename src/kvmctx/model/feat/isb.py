@@ -46,7 +46,7 @@ from kvmctx.model.features import Feature, register
 from kvmctx.model.flow import K_GUEST, K_USER
 from kvmctx.model.layout import CPU
 from kvmctx.model.machine import KNEON, MIGRATE, SIRQ, STEP
-from kvmctx.policies.base import Step
+from kvmctx.model.policy import Step
 
 KVM_FPSIMD = "arch/arm64/kvm/fpsimd.c"
 VHE_SWITCH = "arch/arm64/kvm/hyp/vhe/switch.c"

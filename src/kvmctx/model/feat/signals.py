@@ -62,8 +62,8 @@ from kvmctx.model import host as H
 from kvmctx.model.features import ActionSpec, Feature, register
 from kvmctx.model.flow import CHK_USER, K_USER
 from kvmctx.model.layout import TAG_HI, TAG_LO, TAG_ZA, THREAD
+from kvmctx.model.policy import Step
 from kvmctx.model.values import FP_STATE_FPSIMD, FP_STATE_SVE, OWNER_MASK, ZERO, tag
-from kvmctx.policies.base import Step
 
 SIGNAL = 31
 SIGRETURN = 32

@@ -38,8 +38,8 @@ from __future__ import annotations
 from kvmctx.model import counters as C
 from kvmctx.model.features import ActionSpec, Feature, register
 from kvmctx.model.flow import EXIT_KERNEL, K_GUEST, K_USER
+from kvmctx.model.policy import Step
 from kvmctx.model.values import OWNER_BITS
-from kvmctx.policies.base import Step
 
 TAG_SR1 = "tag_sr1"
 TAG_SR0 = "tag_sr0"

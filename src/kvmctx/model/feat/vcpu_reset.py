@@ -52,8 +52,8 @@ from kvmctx.model import host as H
 from kvmctx.model.features import ActionSpec, Feature, register
 from kvmctx.model.flow import K_USER
 from kvmctx.model.layout import VCPU
+from kvmctx.model.policy import Step
 from kvmctx.model.values import OWNER_BITS, ZERO
-from kvmctx.policies.base import Step
 
 PSCI_CPU_ON = 50
 SET_ONE_REG = 51
