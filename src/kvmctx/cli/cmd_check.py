@@ -431,4 +431,5 @@ def register_mutation(app: typer.Typer) -> None:
         for r in rep.results:
             if r.verdict == "survived":
                 out.print(f"  survived {r.spec.id} in {r.spec.function}: {r.spec.text}"
+                          + (f" -- killed at {'; '.join(r.killed_at)}" if r.killed_at else "")
                           + (f" -- {r.explanation}" if r.explanation else ""), markup=False)

@@ -429,7 +429,7 @@ class MutationReport:
 def mutation_test(policy_name: str = "upstream-6.14", bounds_name: str = "standard",
                   jobs: int = 1, max_states: int = 4_000_000,
                   only: Callable[[MutantSpec], bool] | None = None,
-                  explanations: dict[str, str] | None = None,
+                  explanations: dict[str, tuple[str, str]] | None = None,
                   progress: Callable[[int, int, MutantResult], None] | None = None,
                   engine: str = "auto") -> MutationReport:
     from kvmctx.policies import mutants as MU
@@ -464,6 +464,10 @@ def mutation_test(policy_name: str = "upstream-6.14", bounds_name: str = "standa
     report.results.sort(key=lambda r: order[r.spec.id])
     for r in report.results:
         if explanations and r.spec.id in explanations and r.verdict == "survived":
-            r.explanation = explanations[r.spec.id]
+            text, why = explanations[r.spec.id]
+            # An edit inside a function shifts the ids after it: an explanation is used
+            # only for the statement it was written for.
+            r.explanation = why if text == r.spec.text else (
+                f"stale explanation, written for {text!r}: {why}")
     report.seconds = time.perf_counter() - t0
     return report
