@@ -25,9 +25,11 @@ state (fpsimd_sync_from_effective_state: from the SVE image when fp_type is
 SVE; 49ce484187f7, ``HostConfig.vl_change_syncs_effective``: before it,
 sve_to_fpsimd() ran whenever TIF_SVE was set); the VL is set; a new, zeroed
 SVE buffer replaces the old one and, when fp_type is SVE, is filled from the
-FPSIMD image (fpsimd_sync_to_effective_state_zeropad). TIF_SVE and fp_type
-are kept (b87c8c4aca11). An SME VL change also turns ZA off (thread.svcr.ZA
-cleared, the ZA storage replaced). Z bits above 128, P and FFR are zero
+FPSIMD image (fpsimd_sync_to_effective_state_zeropad). TIF_SVE, fp_type and
+PSTATE.SM are kept (b87c8c4aca11, ``HostConfig.vl_change_keeps_mode``; before it
+the task went to FPSIMD form, fp_type FPSIMD and TIF_SVE clear, and an SVE
+change left a streaming task's SM set). An SME VL change also turns ZA off
+(thread.svcr.ZA cleared, the ZA storage replaced). Z bits above 128, P and FFR are zero
 afterwards, so the task's latest upper value becomes zero.
 
 ``fork`` (kinds 73, 74). The threads of the configuration are a fixed pool of
@@ -49,7 +51,9 @@ task slots; a slot whose runqueue field is ``NO_CPU`` is free (no task).
   parent's live state and invalidates its binding
   (fpsimd_save_and_flush_current_state), copies the effective FPSIMD state
   (fpsimd_sync_from_effective_state) and gives the child FPSIMD form, no
-  TIF_SVE/TIF_SME, PSTATE.SM and ZA off (e0cb0f26594c,
+  TIF_SVE/TIF_SME, PSTATE.SM and ZA off (task_smstop_sm(dst), a6d066f70574,
+  ``HostConfig.clone_clears_sm``: V0-V31 zero for a streaming parent; before it
+  the child inherited SM; e0cb0f26594c,
   ``HostConfig.clone_syncs_effective``; before it: fpsimd_preserve_current_state,
   a save without the invalidation, and the possibly stale
   thread.uw.fpsimd_state copied). copy_thread() then invalidates the child's
