@@ -12,7 +12,7 @@ from kvmctx.engines import story as ST
 from kvmctx.model import host as H
 from kvmctx.model.feat import task_life as TL
 from kvmctx.model.machine import MIGRATE, SCHED, STEP, SYSCALL, USVE, Model
-from kvmctx.model.values import FP_STATE_SVE, GARBAGE, NO_CPU
+from kvmctx.model.values import FP_STATE_FPSIMD, FP_STATE_SVE, GARBAGE, NO_CPU, ZERO, tag
 from kvmctx.policies import mutants as MU
 
 MU.load_all()
@@ -199,3 +199,110 @@ def test_asking_a_design_without_fork_for_churn_is_a_usage_error():
         api.run("arm32-vfp-2012", "fp-stress", events=10, knobs={"churn": 0.1})
     r = api.run("arm32-vfp-2012", "fp-stress", events=200)   # built in: left out, said so
     assert any("cannot model fork" in n for n in r.assumptions)
+
+
+# ---------------------------------------------------------------- catalogue 39, 40
+# a6d066f70574 and b87c8c4aca11: streaming mode inside a syscall, reached by a
+# debugger's NT_ARM_SSVE write at the syscall stop (feature sme-regsets).
+
+STREAMING = {"clone-keeps-sm": (39, "host-fork-sme", 5),
+             "vl-change-fpsimd-streaming": (40, "host-vl-ssve", 7)}
+
+
+def _fixed(**kw):
+    pol = P.get("upstream-6.14")
+    return pol.but(host=pol.host.but(**kw))
+
+
+@pytest.mark.parametrize("name", sorted(STREAMING))
+def test_streaming_mutants_are_found_at_their_depth_and_replay(name):
+    cat, bounds, depth = STREAMING[name]
+    mu = MU.get(name)
+    assert (mu.catalogue, mu.bounds, len(mu.source)) == (cat, bounds, 12)
+    res, m, b = run(mu.build(), CK.BOUNDS[bounds])
+    assert res.violation["invariant"] == mu.invariant and len(res.path) == depth
+    recs, _ = ST.replay(m, res.path, b.features)
+    assert recs[-1].violations
+    # Every step of the story is possible on the fixed host, and harmless there.
+    recs, _ = ST.replay(Model(b.config(), P.get("upstream-6.14")), res.path, b.features)
+    assert len(recs) == depth and not any(r.violations for r in recs)
+
+
+@pytest.mark.parametrize("policy", ["upstream-6.14", "pkvm"])
+def test_fixed_hosts_are_clean_at_host_fork_sme(policy):
+    res, _, _ = run(P.get(policy), CK.BOUNDS["host-fork-sme"])
+    assert res.violation is None and res.complete
+
+
+def test_fixed_host_is_clean_at_host_vl_ssve():
+    res, _, _ = run(P.get("upstream-6.14"), CK.BOUNDS["host-vl-ssve"])
+    assert res.violation is None and res.complete
+
+
+def _replay_to_last(pol, name):
+    mu = MU.get(name)
+    b = CK.BOUNDS[mu.bounds]
+    res, _, _ = run(mu.build(), b)
+    m = Model(b.config(), pol)
+    s = m.new_state()
+    for a in res.path:
+        m.apply(s, a)
+    return m, s, res.path[-1]
+
+
+@pytest.mark.parametrize("clears", [True, False])
+def test_clone_of_a_streaming_parent(clears):
+    """task_smstop_sm(dst): the child starts with SM clear and V0-V31 zeroed; before
+    a6d066f70574 it inherited SM in FPSIMD form with TIF_SME clear and no storage."""
+    m, s, last = _replay_to_last(_fixed(clone_clears_sm=clears), "clone-keeps-sm")
+    assert last[0] == TL.CLONE
+    parent, u = s[m.cur[0]], last[2]
+    assert s[m.svcr_sm[parent]] == 1 and s[m.fp_type[u]] == FP_STATE_FPSIMD
+    assert s[m.svcr_sm[u]] == (0 if clears else 1) and not s[m.tif_sme[u]]
+    assert s[m.want_sm[u]] == 0
+    assert (s[m.mem_lo[u]] == ZERO) == clears
+    if clears:
+        m.apply(s, (SCHED, 0, u))
+        m.apply(s, (STEP, 0, 0))                    # ret_from_fork, back to EL0
+        assert s[m.pc[u]] == m.L_USER and s[m.sm[0]] == 0
+
+
+@pytest.mark.parametrize("keeps", [True, False])
+def test_sve_vl_change_of_a_streaming_task(keeps):
+    """b87c8c4aca11 keeps fp_type SVE with SM set; before it the task went to FPSIMD
+    form with SM still set, and its reload on a streaming CPU kept P/FFR live."""
+    m, s, last = _replay_to_last(_fixed(vl_change_keeps_mode=keeps),
+                                 "vl-change-fpsimd-streaming")
+    t = s[m.cur[0]]
+    assert s[m.svcr_sm[t]] == 1 and s[m.sm[0]] == 1 and s[m.pc[t]] == m.L_USER
+    assert s[m.fp_type[t]] == (FP_STATE_SVE if keeps else FP_STATE_FPSIMD)
+    assert (s[m.hi[0]] == ZERO) == keeps
+
+
+def test_an_sme_vl_change_before_b87c8c4aca11_leaves_streaming_mode():
+    """The ABI of the time (sme.rst: a change 'causes PSTATE.ZA and PSTATE.SM to be
+    cleared', V0-V31 kept): the model follows it and reports nothing."""
+    m, s = _model("host-vl-ssve", "upstream-6.14")
+    m.hc = m.hc.but(vl_change_keeps_mode=False)
+    t = 1
+    s[m.svcr_sm[t]] = s[m.want_sm[t]] = 1
+    s[m.fp_type[t]] = FP_STATE_SVE
+    lo = s[m.want_lo[t]]
+    s[m.mem_zlo[t]] = lo
+    TL.change_vl(m, s, t, -1, True)
+    assert (s[m.svcr_sm[t]], s[m.want_sm[t]], s[m.fp_type[t]]) == (0, 0, FP_STATE_FPSIMD)
+    assert s[m.mem_lo[t]] == lo and not s[m.tif_sme[t]]
+
+
+@pytest.mark.parametrize("was_streaming", [True, False])
+def test_fpsimd_form_load_with_sm_set_keeps_predicates_only_on_a_streaming_cpu(was_streaming):
+    m, s = _model("host-vl-ssve", "upstream-6.14")
+    t, other = 1, 2
+    s[m.svcr_sm[t]] = 1
+    s[m.fp_type[t]] = FP_STATE_FPSIMD
+    s[m.sm[0]] = 1 if was_streaming else 0
+    stale = tag(other, 1)
+    s[m.hi[0]] = stale
+    H.task_fpsimd_load(m, s, 0, t)
+    assert s[m.sm[0]] == 1 and s[m.lo[0]] == s[m.mem_lo[t]]
+    assert s[m.hi[0]] == (stale if was_streaming else ZERO)

@@ -164,6 +164,16 @@ class HostConfig:
     # SVE); before it, the child got thread.uw.fpsimd_state, stale after a ptrace
     # NT_ARM_SVE write at a syscall stop (feature fork).
     clone_syncs_effective: bool = True
+    # a6d066f70574 (v6.16): arch_dup_task_struct() applies task_smstop_sm() to the child
+    # (PSTATE.SM clear, V0-V31 zeroed, as the SME ABI documents for clone()); before it
+    # the child inherited thread.svcr.SM with fp_type FPSIMD, no sve_state and (ZA off)
+    # TIF_SME clear (feature fork).
+    clone_clears_sm: bool = True
+    # b87c8c4aca11 (v6.16): a VL change keeps fp_type, TIF_SVE and PSTATE.SM and refills
+    # the new SVE image (fpsimd_sync_to_effective_state_zeropad); before it the task was
+    # converted to FPSIMD form (fp_type FPSIMD, TIF_SVE clear) with PSTATE.SM left set by
+    # an SVE VL change, SM/ZA/TIF_SME cleared by an SME one (feature vl).
+    vl_change_keeps_mode: bool = True
 
     # Seed 000 patch 0.9 (RFC, 2018), as posted: fpsimd_thread_switch() asks
     # whether *current's* state is foreign instead of next's.
@@ -373,9 +383,18 @@ def _task_fpsimd_load(m, s: list[int], k: int, t: int) -> None:
         else:
             # Stop tracking SVE for this task until its next SVE use.
             s[m.tif_sve[t]] = 0
+            was_sm = m.has_sme and s[m.sm[k]]
+            old_hi = s[m.hi[k]]
             if m.has_sme:
                 sme_load(m, s, k, t)
             load_state(m, s, k, t, False, 0)
+            if was_sm and s[m.sm[k]]:
+                # fp_type FPSIMD with thread.svcr.SM set (only a kernel without
+                # b87c8c4aca11 or a6d066f70574 makes it) on a CPU already in streaming
+                # mode: the SVCR write changes nothing, so nothing is zeroed; the FPSIMD
+                # load clears the Z bits above 128 but P and FFR keep the previous
+                # streaming owner's values (the "hi" bank holds all three).
+                s[m.hi[k]] = old_hi
     else:
         load_state(m, s, k, t, bool(s[m.tif_sve[t]]), task_vq(m, s, t))
 

@@ -45,6 +45,21 @@ register_bounds(Bounds(
                 "ptrace), exit() and clone() into the freed slot, ptrace writes, migration: "
                 "the seed designs' re-check of issue 15 items 2-3"))
 
+register_bounds(Bounds(
+    "host-fork-sme", cpus=1, fpsimd_tasks=0, sve_tasks=0, sme_tasks=2, vcpus=0,
+    features=frozenset({"sme", "fork", "ptrace", "sme-regsets", "preempt"}),
+    budgets=(("clone", 1), ("exit", 1), ("ptrace", 1), ("switch", 2)),
+    description="1 CPU, 2 SME tasks; one may exit(), a debugger's NT_ARM_SSVE write at a "
+                "syscall stop puts the other in streaming mode inside clone() (a thread "
+                "into the freed slot)"))
+register_bounds(Bounds(
+    "host-vl-ssve", cpus=1, fpsimd_tasks=0, sve_tasks=0, sme_tasks=2, sme_sve=True, vcpus=0,
+    features=frozenset({"sve", "sme", "vl", "ptrace", "sme-regsets", "preempt"}),
+    budgets=(("ptrace", 1), ("switch", 2), ("vl", 1)),
+    description="1 CPU, 2 SME tasks (also using SVE); a debugger's NT_ARM_SSVE write at a "
+                "syscall stop, then a VL change (prctl PR_SVE/SME_SET_VL, NT_ARM_SVE at "
+                "another VL) of the task in streaming mode"))
+
 register(Mutant(
     name="clone-dead-binding", base="upstream-6.14", source="071b6d4a5d34", catalogue=32,
     invariant="integrity",
@@ -69,3 +84,20 @@ register(Mutant(
                 "but inside the syscall the state was saved in FPSIMD form: the stale SVE "
                 "image overwrites the task's V0-V31 (its latest values are lost)",
     transform=_host(vl_change_syncs_effective=False), bounds="host-vl"))
+register(Mutant(
+    name="clone-keeps-sm", base="upstream-6.14", source="a6d066f70574", catalogue=39,
+    invariant="recoverability",
+    description="arch_dup_task_struct() without task_smstop_sm(dst): the child of a parent "
+                "put in streaming mode by NT_ARM_SSVE at its clone() syscall stop inherits "
+                "PSTATE.SM (fp_type FPSIMD, no sve_state, TIF_SME clear), while the SME ABI "
+                "gives a new thread SM = 0: the child's SVCR is nowhere, and it would "
+                "return to EL0 in streaming mode with nowhere to save it",
+    transform=_host(clone_clears_sm=False), bounds="host-fork-sme"))
+register(Mutant(
+    name="vl-change-fpsimd-streaming", base="upstream-6.14", source="b87c8c4aca11",
+    catalogue=40, invariant="confidentiality",
+    description="prctl(PR_SVE_SET_VL) converts a task to FPSIMD form (fp_type FPSIMD, "
+                "TIF_SVE clear) but leaves PSTATE.SM set: reloaded on a CPU still in "
+                "streaming mode, the SVCR write changes nothing and the FPSIMD load leaves "
+                "P/FFR of the previous streaming task live",
+    transform=_host(vl_change_keeps_mode=False), bounds="host-vl-ssve"))

@@ -77,6 +77,7 @@ def _ptrace_ssve(m, s, a) -> None:
     s[m.want_lo[u]] = x
     s[m.want_hi[u]] = x
     s[m.permit[u]] = 0
+    H._sve_alloc(m, s, u)   # sve_set_common(): sve_alloc(target, true)
     H.fpsimd_flush_task_state(m, s, u)
 
 
@@ -85,6 +86,7 @@ def _za_on(m, s, u: int, sets_tif_sme: bool) -> None:
     x = _new_value(m, s, u)
     s[m.mem_za[u]] = s[m.want_za[u]] = x
     s[m.svcr_za[u]] = s[m.want_zaon[u]] = 1
+    H._sve_alloc(m, s, u)   # za_set()/zt_set() allocate sve_state first (2f43f549cd0b)
     if sets_tif_sme:
         s[m.tif_sme[u]] = 1
     H.fpsimd_flush_task_state(m, s, u)

@@ -25,9 +25,11 @@ state (fpsimd_sync_from_effective_state: from the SVE image when fp_type is
 SVE; 49ce484187f7, ``HostConfig.vl_change_syncs_effective``: before it,
 sve_to_fpsimd() ran whenever TIF_SVE was set); the VL is set; a new, zeroed
 SVE buffer replaces the old one and, when fp_type is SVE, is filled from the
-FPSIMD image (fpsimd_sync_to_effective_state_zeropad). TIF_SVE and fp_type
-are kept (b87c8c4aca11). An SME VL change also turns ZA off (thread.svcr.ZA
-cleared, the ZA storage replaced). Z bits above 128, P and FFR are zero
+FPSIMD image (fpsimd_sync_to_effective_state_zeropad). TIF_SVE, fp_type and
+PSTATE.SM are kept (b87c8c4aca11, ``HostConfig.vl_change_keeps_mode``; before it
+the task went to FPSIMD form, fp_type FPSIMD and TIF_SVE clear, and an SVE
+change left a streaming task's SM set). An SME VL change also turns ZA off
+(thread.svcr.ZA cleared, the ZA storage replaced). Z bits above 128, P and FFR are zero
 afterwards, so the task's latest upper value becomes zero.
 
 ``fork`` (kinds 73, 74). The threads of the configuration are a fixed pool of
@@ -49,7 +51,9 @@ task slots; a slot whose runqueue field is ``NO_CPU`` is free (no task).
   parent's live state and invalidates its binding
   (fpsimd_save_and_flush_current_state), copies the effective FPSIMD state
   (fpsimd_sync_from_effective_state) and gives the child FPSIMD form, no
-  TIF_SVE/TIF_SME, PSTATE.SM and ZA off (e0cb0f26594c,
+  TIF_SVE/TIF_SME, PSTATE.SM and ZA off (task_smstop_sm(dst), a6d066f70574,
+  ``HostConfig.clone_clears_sm``: V0-V31 zero for a streaming parent; before it
+  the child inherited SM; e0cb0f26594c,
   ``HostConfig.clone_syncs_effective``; before it: fpsimd_preserve_current_state,
   a save without the invalidation, and the possibly stale
   thread.uw.fpsimd_state copied). copy_thread() then invalidates the child's
@@ -71,7 +75,15 @@ from kvmctx.model.feat import host_life as HL
 from kvmctx.model.features import ActionSpec, Feature, register
 from kvmctx.model.flow import CHK_USER
 from kvmctx.model.layout import CPU, CTX, THREAD
-from kvmctx.model.values import FP_STATE_SVE, GARBAGE, NO_CPU, OWNER_MASK, ZERO, tag
+from kvmctx.model.values import (
+    FP_STATE_FPSIMD,
+    FP_STATE_SVE,
+    GARBAGE,
+    NO_CPU,
+    OWNER_MASK,
+    ZERO,
+    tag,
+)
 
 PRCTL_SVE_VL = 70
 PTRACE_SVE_VL = 71
@@ -121,6 +133,16 @@ def change_vl(m, s, t: int, k: int, sme: bool) -> None:
             s[m.mem_lo[t]] = s[m.mem_zlo[t]]   # fpsimd_sync_from_effective_state()
     elif s[m.tif_sve[t]] or (m.has_sme and s[m.svcr_sm[t]]):
         s[m.mem_lo[t]] = s[m.mem_zlo[t]]       # before 49ce484187f7: sve_to_fpsimd()
+    if not m.hc.vl_change_keeps_mode:
+        # Before b87c8c4aca11: "convert to a regular FPSIMD thread" (fp_type FPSIMD,
+        # TIF_SVE clear). SM, ZA and TIF_SME go only for an SME change or a task with
+        # neither on; an SVE change leaves a streaming task with SM set in FPSIMD form.
+        sve_form = False
+        s[m.fp_type[t]] = FP_STATE_FPSIMD
+        s[m.tif_sve[t]] = 0
+        if m.has_sme and (sme or not (s[m.svcr_sm[t]] or s[m.svcr_za[t]])):
+            s[m.svcr_sm[t]] = s[m.want_sm[t]] = 0   # the ABI then: SM cleared, V0-V31 kept
+            s[m.tif_sme[t]] = 0
     if sme:
         s[m.tsvq[t]] = _other_vq(m.task_svq[t]) if s[m.tsvq[t]] == m.task_svq[t] \
             else m.task_svq[t]
@@ -276,8 +298,18 @@ def _clone(m, s, a) -> None:
     if m.has_vl:
         s[m.tvq[u]] = s[m.tvq[t]]
         s[m.tsvq[u]] = s[m.tsvq[t]]
-    if m.has_fpmr and s[m.want_fpmr[t]] != ZERO:
+    parent_sm = m.has_sme and s[m.svcr_sm[t]]   # only a ptrace write at a stop sets it
+    if m.has_fpmr and s[m.want_fpmr[t]] != ZERO and not (parent_sm and hc.clone_clears_sm):
         s[m.mem_fpmr[u]] = s[m.want_fpmr[u]] = x   # the parent's FPMR, as the child's
+    if parent_sm:
+        if hc.clone_clears_sm:
+            # task_smstop_sm(dst) (a6d066f70574): SM clear, V0-V31 and FPMR zeroed.
+            s[m.mem_lo[u]] = s[m.want_lo[u]] = ZERO
+        else:
+            # Before it: thread.svcr.SM inherited, with fp_type FPSIMD, no sve_state and
+            # TIF_SME clear (ZA off). The SME ABI (sme.rst) promises a clone() child
+            # PSTATE.SM clear: its expected SVCR stays SM = 0.
+            s[m.svcr_sm[u]] = 1
     s[m.foreign[u]] = 1
     s[m.pc[u]] = m.L_SYS                         # ret_from_fork
     s[m.insys[u]] = 1
