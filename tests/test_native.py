@@ -256,3 +256,18 @@ def test_mutation_testing_kills_the_same_mutants_on_both_engines() -> None:
     native, python = run("native"), run("python")
     assert native == python
     assert sum(v[0] == "killed" for v in native.values()) >= 3
+
+
+@pytest.mark.parametrize("engine", ["python", "native"])
+def test_violation_message_names_the_tasks_of_the_story(engine: str) -> None:
+    """The search finds the violation on a relabelled representative (two identical
+    task slots); the message must name the tasks as the replayed story does."""
+    from kvmctx.engines import story as ST
+
+    mu = MU.get("clone-keeps-sm")
+    b = CK.BOUNDS[mu.bounds]
+    pol = mu.build()
+    res = EN.check(Model(b.config(), pol), b, engine=engine, notice=None)
+    recs, _ = ST.replay(Model(b.config(), pol), res.path, b.features)
+    assert res.violation is not None
+    assert res.violation["message"] in {v["message"] for v in recs[-1].violations}

@@ -396,6 +396,7 @@ class Checker:
         self.canon = Canon(model, symmetry=symmetry)
         self.progress = progress
         self.mutant = mutant
+        self.path_message = ""   # the violation's message as the real-label replay words it
         self.budget_names = [name for name, _ in bounds.budgets]
         self.budget_init = bytes(n for _, n in bounds.budgets)
         self.budget_pos = {name: i for i, name in enumerate(self.budget_names)}
@@ -524,7 +525,8 @@ class Checker:
                                           transitions, depth + 1, False,
                                           time.perf_counter() - t0, None, path, "violation",
                                           max(peak, _rss_mb()))
-                        res.violation = {"invariant": v.invariant, "message": v.message}
+                        res.violation = {"invariant": v.invariant,
+                                         "message": self.path_message or v.message}
                         return res
                     if True:
                         ids[k2] = len(keys)
@@ -595,10 +597,14 @@ class Checker:
         for a, x, _bud in self._real_successors(s, budgets):
             if not m.vio:
                 m.check_recoverable(x)
-            hit = any(v.invariant == invariant for v in m.vio)
+            hit = [v for v in m.vio if v.invariant == invariant]
             m.vio.clear()
             if hit:
                 actions.append(a)
+                # The search saw this violation on a relabelled representative, whose
+                # message may name the other of two identical tasks; the story is told
+                # in real labels, so the message is taken from this replay.
+                self.path_message = hit[0].message
                 return actions
         raise RuntimeError("could not rebuild the violating step")  # pragma: no cover
 

@@ -85,5 +85,6 @@ class NativeChecker(Checker):
             v = self.learner.violations[r["violation"]]
             chain = list(search.chain(r["violation_parent"]))
             res.path = self._path_from_chain(chain, v.invariant)
-            res.violation = {"invariant": v.invariant, "message": v.message}
+            res.violation = {"invariant": v.invariant,
+                             "message": self.path_message or v.message}
         return res
