@@ -189,3 +189,16 @@ def test_catalogue_8_story_an_sme_tasks_own_streaming_frame(mutant):
     assert bool(bad) == bool(mutant), m.vio
     if mutant:
         assert "FPSIMD V0-V31" in bad[0].message
+
+
+def test_tif_sve_without_sve_state_is_a_null_save() -> None:
+    """do_sve_acc() allocates thread.sve_state before it sets TIF_SVE: without the
+    allocation the task runs SVE at EL0 and its next save writes through NULL."""
+    from kvmctx.engines import mutation as MT
+    from kvmctx.policies import mutants as MU
+
+    MU.names()
+    spec = next(s for s in MT.generate("upstream-6.14")
+                if s.function == "do_sve_acc" and s.text.startswith("_sve_alloc("))
+    r = MT.run_one((spec, "upstream-6.14", "host-sig-sve", 400_000, "auto"))
+    assert r.verdict == "killed" and r.invariant == "no-bug" and "TIF_SVE" in r.message

@@ -42,101 +42,141 @@ from typing import Any
 # filled in after investigating each survivor of `kvmctx mutation-test`.
 _EQ = "equivalent: "
 _GAP = "bounds gap (no named bounds has the configuration): "
-EXPLANATIONS: dict[str, dict[str, str]] = {"upstream-6.14": {
+EXPLANATIONS: dict[str, dict[str, tuple[str, str]]] = {"upstream-6.14": {
     # From `kvmctx mutation-test --bounds standard --max-states 1500000` (2026-12-03,
-    # after issue 14): survivors killed at no other named bounds. Keys name the
-    # function and the dropped statement's place in it (1 = its first droppable one).
-    "drop:upstream_6_14:load_fp_owner_free:1":
+    # after issue 15): survivors killed at no other named bounds. Keys name the
+    # function and the dropped statement's place in it (1 = its first droppable one);
+    # each value is (the mutant's statement or flag text, why it survives).
+    "drop:upstream_6_14:load_fp_owner_free:1": (
+        's[m.pf["fp_owner"][k]] = FP_STATE_FREE',
         _EQ + "fp_owner = FREE at vcpu_load; the flush sets TIF_FOREIGN_FPSTATE, so ctxflush "
-        "sets FREE before the first entry anyway",
-    "drop:upstream_6_14:activate_traps:2":
+        "sets FREE before the first entry anyway"),
+    "drop:upstream_6_14:activate_traps:2": (
+        's[m.zen[k]] = 0  # CPACR_EL1 (CPTR_EL2 under VHE) is shared with host EL0',
         _EQ + "EL0 ZEN trapped at entry; deactivate_traps traps it again at exit with nothing "
-        "in between that reads it",
-    "drop:upstream_6_14:deactivate_traps:1":
-        _EQ + "the twin of drop:upstream_6_14:activate_traps:2 (trapped at entry already)",
-    "drop:host:fpsimd_flush_cpu_state:2":
-        _EQ + "to_save of an empty binding is dead (every bind writes it)",
-    "drop:host:fpsimd_flush_cpu_state:3":
-        _EQ + "bound_vl of an empty binding is dead (every bind writes it)",
-    "drop:host:fpsimd_flush_task_state:2":
-        _EQ + "every caller of fpsimd_flush_task_state sets the flag itself or the task is not "
-        "running (the flag is decided at its switch-in)",
-    "drop:host:load_state:5":
+        "in between that reads it"),
+    "drop:upstream_6_14:deactivate_traps:1": (
+        's[m.zen[k]] = 0',
+        _EQ + "the twin of drop:upstream_6_14:activate_traps:2 (trapped at entry already)"),
+    "drop:host:fpsimd_flush_cpu_state:2": (
+        's[m.to_save[k]] = TO_SAVE_CURRENT',
+        _EQ + "to_save of an empty binding is dead (every bind writes it)"),
+    "drop:host:fpsimd_flush_cpu_state:3": (
+        's[m.bound_vl[k]] = 1',
+        _EQ + "bound_vl of an empty binding is dead (every bind writes it)"),
+    "drop:host:load_state:5": (
+        's[m.hi[k]] = ZERO',
         _EQ + "after an FPSIMD load TIF_SVE is clear and EL0 SVE traps; do_sve_acc zeroes the "
-        "upper bits before any SVE read",
-    "drop:host:fpsimd_thread_switch:6":
-        _EQ + "kernel-mode NEON reads only V0-V31",
-    "drop:host:fpsimd_thread_switch:8":
+        "upper bits before any SVE read"),
+    "drop:host:fpsimd_thread_switch:6": (
+        's[m.hi[k]] = ZERO',
+        _EQ + "kernel-mode NEON reads only V0-V31"),
+    "drop:host:fpsimd_thread_switch:8": (
+        's[m.foreign[nxt]] = 1',
         _EQ + "a task inside kernel-mode NEON still has the flag that kernel_neon_begin set "
-        "(Linux does not set it here either)",
-    "drop:host:fpsimd_save_kernel_state:2":
+        "(Linux does not set it here either)"),
+    "drop:host:fpsimd_save_kernel_state:2": (
+        's[m.bound[k]] = kc',
         _EQ + "binding the saved kernel-mode NEON state only feeds the lazy-load check, and "
         "v6.14 flushes (empties the binding) before that check (01098d893fa8); nothing "
-        "else reads the binding while the next task's TIF_FOREIGN_FPSTATE is set",
-    "drop:host:fpsimd_save_kernel_state:3":
+        "else reads the binding while the next task's TIF_FOREIGN_FPSTATE is set"),
+    "drop:host:fpsimd_save_kernel_state:3": (
+        's[m.to_save[k]] = TO_SAVE_FPSIMD',
         _EQ + "as drop:host:fpsimd_save_kernel_state:2 (to_save of the kernel-state binding: no"
-        " save reads it, the next task's TIF_FOREIGN_FPSTATE is set)",
-    "drop:host:fpsimd_save_kernel_state:4":
-        _EQ + "as drop:host:fpsimd_save_kernel_state:3 (its VL)",
-    "drop:host:fpsimd_save_kernel_state:5":
+        " save reads it, the next task's TIF_FOREIGN_FPSTATE is set)"),
+    "drop:host:fpsimd_save_kernel_state:4": (
+        's[m.bound_vl[k]] = 1',
+        _EQ + "as drop:host:fpsimd_save_kernel_state:3 (its VL)"),
+    "drop:host:fpsimd_save_kernel_state:5": (
+        's[m.fcpu[kc]] = k',
         _EQ + "kernel_fpsimd_cpu is read only by the lazy-load check, which v6.14's flush-first"
-        " order never reaches (as drop:host:fpsimd_save_kernel_state:2)",
-    "drop:host:kernel_neon_begin:6":
-        _EQ + "fpsimd_flush_cpu_state already sets current's flag (v4.18 on)",
-    "drop:host:kernel_neon_end:2":
+        " order never reaches (as drop:host:fpsimd_save_kernel_state:2)"),
+    "drop:host:kernel_neon_begin:6": (
+        's[m.foreign[cur]] = 1',
+        _EQ + "fpsimd_flush_cpu_state already sets current's flag (v4.18 on)"),
+    "drop:host:kernel_neon_end:2": (
+        's[m.hi[k]] = ZERO',
         _EQ + "kernel-mode NEON reads only V0-V31, and the task reloads its user state "
         "(TIF_FOREIGN_FPSTATE is set) before EL0 can read the upper bits (reached at "
-        "kneon-nested, a softirq inside task-context NEON)",
-    "drop:host:do_sve_acc:4":
-        _EQ + "a live task without TIF_SVE has zero upper bits already (FPSIMD loads and writes"
-        " zero them)",
-    "drop:host:do_sve_acc:11":
-        _EQ + "ghost: the discard permission is moot with zero upper bits",
-    "drop:host:sme_smstop:6":
-        _EQ + "ZA is inaccessible while PSTATE.ZA is off",
-    "drop:host:sme_load:6":
-        _EQ + "as drop:host:sme_smstop:6",
-    "drop:host:do_sme_acc:2":
+        "kneon-nested, a softirq inside task-context NEON)"),
+    "drop:host:sme_smstop:6": (
+        's[m.za[k]] = ZERO',
+        _EQ + "ZA is inaccessible while PSTATE.ZA is off"),
+    "drop:host:sme_load:6": (
+        's[m.za[k]] = ZERO',
+        _EQ + "as drop:host:sme_smstop:6"),
+    "drop:host:do_sme_acc:2": (
+        's[m.tif_sme[t]] = 1',
         "model limit: without TIF_SME every SMSTART would trap again (a livelock); the "
-        "model has no liveness property",
-    "drop:host:syscall_enter:3":
+        "model has no liveness property"),
+    "drop:host:syscall_enter:3": (
+        's[m.hi[k]] = ZERO',
         _EQ + "leaving streaming mode at syscall entry: with TIF_SVE the sve_flush_live below "
         "zeroes the upper bits anyway, without it EL0 cannot read them and do_sve_acc "
-        "zeroes them (sme-sve reaches it)",
-    "drop:host:syscall_enter:11":
+        "zeroes them (sme-sve reaches it)"),
+    "drop:host:syscall_enter:11": (
+        's[m.hi[k]] = ZERO  # sve_flush_live(): the state is live at entry',
         _EQ + "sve_flush_live at syscall entry: the ABI allows keeping or zeroing the upper "
-        "bits, the ghost permits both",
-    "drop:host:syscall_enter:12":
+        "bits, the ghost permits both"),
+    "drop:host:syscall_enter:12": (
+        's[m.to_save[k]] = TO_SAVE_FPSIMD',
         _EQ + "to_save = FPSIMD at syscall entry only lets a save skip the upper bits, which "
-        "sve_flush_live just zeroed: dropping it saves more, never less",
-    "drop:host:syscall_enter:13":
+        "sve_flush_live just zeroed: dropping it saves more, never less"),
+    "drop:host:syscall_enter:13": (
+        's[m.insys[t]] = 1',
         _EQ + "in_syscall is not read by v6.14's save rule once 398edaa12f9c records the "
-        "discard in to_save",
-    "drop:host:syscall_exit:1":
-        _EQ + "as drop:host:syscall_enter:13",
-    "swap:vcpu_load:0":
-        _EQ + "nothing in the softirq gap between the two reads fp_owner",
-    "swap:hyp_exit:0":
-        _EQ + "both steps run in hyp with IRQs masked",
-    "flag:kernel_neon_preemptible":
+        "discard in to_save"),
+    "drop:host:syscall_exit:1": (
+        's[m.insys[t]] = 0',
+        _EQ + "as drop:host:syscall_enter:13"),
+    "swap:vcpu_load:0": (
+        'fpsimd_save_and_flush_cpu_state() <-> fp_owner = FP_STATE_FREE',
+        _EQ + "nothing in the softirq gap between the two reads fp_owner"),
+    "swap:hyp_exit:0": (
+        "ZCR back to the vCPU's max VL <-> host CPTR/CPACR restored (EL0 SVE trapped)",
+        _EQ + "both steps run in hyp with IRQs masked"),
+    "flag:kernel_neon_preemptible": (
+        'kernel_neon_preemptible=False',
         _EQ + "non-preemptible kernel-mode NEON (before v6.8) is a correct older host, not a "
-        "bug",
-    "flag:flush_task_sets_foreign":
-        _EQ + "as drop:host:fpsimd_flush_task_state:2",
-    "flag:kernel_neon_sets_foreign":
-        _EQ + "the twin of drop:host:kernel_neon_begin:6",
-    "flag:bind_sets_state_cpu":
-        _EQ + "v6.14 never reads fpsimd_cpu of a vCPU state",
-    "flag:kernel_state_lazy":
+        "bug"),
+    "flag:kernel_neon_sets_foreign": (
+        'kernel_neon_sets_foreign=False',
+        _EQ + "the twin of drop:host:kernel_neon_begin:6"),
+    "flag:bind_sets_state_cpu": (
+        'bind_sets_state_cpu=True',
+        _EQ + "v6.14 never reads fpsimd_cpu of a vCPU state"),
+    "flag:kernel_state_lazy": (
+        'kernel_state_lazy=False',
         _EQ + "without the lazy load v6.14 reloads the kernel state every time, which its "
-        "flush-first order does anyway",
-    "flag:kernel_switch_flushes":
+        "flush-first order does anyway"),
+    "flag:kernel_switch_flushes": (
+        'kernel_switch_flushes=False',
         _EQ + "in v6.14's order the flush before the load does it; the pre-fix kernel (no flush"
-        " at all) is the mutant kernel-switch-no-flush, found at kneon-nested",
-    "flag:syscall_discard_by_to_save":
-        "killed at host-syscall-stop (recoverability, 4 steps: the mutant syscallno-"
-        "discard); the run that produced these ids predates host-syscall-stop in "
-        "ALSO_BOUNDS",
+        " at all) is the mutant kernel-switch-no-flush, found at kneon-nested"),
+    "drop:host:do_sve_acc:5": (
+        's[m.hi[k]] = ZERO',
+        _EQ + "a live task without TIF_SVE has zero upper bits already (FPSIMD loads and writes"
+        " zero them)"),
+    "drop:host:do_sve_acc:12": (
+        's[m.permit[t]] = 0',
+        _EQ + "ghost: the discard permission is moot with zero upper bits"),
+    "drop:host:do_sme_acc:7": (
+        's[m.mem_za[t]] = ZERO',
+        _EQ + "the zeroed image is dead: with TIF_SME clear no ZA state of the task is live or "
+        "bound, PSTATE.ZA is 0 at the trap and SMSTART ZA zeroes ZA in the registers; the"
+        " image is read again only after a save or a regset write replaces it (the mutant"
+        " zt-write-keeps-tif-sme-clear is the opposite fault: a zeroing that wipes a "
+        "debugger's ZT0)"),
+    "flag:put_syncs_smen": (
+        'put_syncs_smen=False',
+        _EQ + "v6.14's vcpu_put writes no SMEN at all (407a99c4654e removed the write the ISB "
+        "followed); the mutant smen-put-no-isb puts the v6.2 put step back with the flag "
+        "off, found at kvm-sme-isb"),
+    "flag:clone_flushes_task": (
+        'clone_flushes_task=False',
+        _EQ + "since e0cb0f26594c arch_dup_task_struct() saves and flushes the parent first, so"
+        " the child inherits 'no CPU' without copy_thread()'s own flush (071b6d4a5d34); "
+        "the mutant clone-dead-binding undoes both, found at host-fork-reuse"),
 }}
 
 # Smaller bounds with features the main bounds leave out, tried on survivors.
@@ -144,7 +184,9 @@ ALSO_BOUNDS = ("kvm-vmm-sve", "kvm-sve-nvhe", "sysregs", "kvm-sme", "host-sme-kn
                "host-pm", "host-hotplug", "host-exec", "host-signals", "sme-migration",
                "sve-migration", "kneon-nested", "sve-two-vls", "sme-sve", "host-syscall-stop",
                "host-sig", "kvm-sme-isb", "kvm-sme-isb-softirq", "host-ptrace-sme", "host-vl",
-               "host-vl-sme", "host-fork", "host-fork-reuse", "host-churn")
+               "host-vl-sme", "host-fork", "host-fork-reuse", "host-churn", "host-sig-sve",
+               "host-fork-sme", "host-vl-ssve", "kvm-reset", "kvm-reset-fpmr", "host-fpmr",
+               "host-ptrace-sve")
 
 HOOKS = ("vcpu_load", "ctxflush", "guest_entry", "hyp_exit", "ctxsync", "vcpu_put")
 HOST_MODULE = "kvmctx.model.host"
@@ -426,6 +468,17 @@ class MutationReport:
                 "mutants": [r.as_dict() for r in self.results]}
 
 
+def attach_explanations(report: MutationReport,
+                        explanations: dict[str, tuple[str, str]]) -> None:
+    """Give each survivor its explanation. An edit inside a function shifts the ids
+    after it, so an explanation is used only for the statement it was written for."""
+    for r in report.results:
+        if r.spec.id in explanations and r.verdict == "survived":
+            text, why = explanations[r.spec.id]
+            r.explanation = why if text == r.spec.text else (
+                f"stale explanation, written for {text!r}: {why}")
+
+
 def mutation_test(policy_name: str = "upstream-6.14", bounds_name: str = "standard",
                   jobs: int = 1, max_states: int = 4_000_000,
                   only: Callable[[MutantSpec], bool] | None = None,
@@ -462,12 +515,7 @@ def mutation_test(policy_name: str = "upstream-6.14", bounds_name: str = "standa
                 progress(done, len(args), r)
     order = {s.id: i for i, s in enumerate(specs)}
     report.results.sort(key=lambda r: order[r.spec.id])
-    for r in report.results:
-        if explanations and r.spec.id in explanations and r.verdict == "survived":
-            text, why = explanations[r.spec.id]
-            # An edit inside a function shifts the ids after it: an explanation is used
-            # only for the statement it was written for.
-            r.explanation = why if text == r.spec.text else (
-                f"stale explanation, written for {text!r}: {why}")
+    if explanations:
+        attach_explanations(report, explanations)
     report.seconds = time.perf_counter() - t0
     return report

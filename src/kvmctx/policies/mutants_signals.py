@@ -19,6 +19,14 @@ register_bounds(Bounds(
                 "rt_sigreturn with FPSIMD, streaming-SVE, ZA and FPMR records (sig-frames), "
                 "frame edits and forged records in the handler, preemption in the copies"))
 
+register_bounds(Bounds(
+    "host-sig-sve", cpus=1, fpsimd_tasks=0, sve_tasks=1, sme_tasks=1, vcpus=0,
+    features=frozenset({"signals", "sig-frames", "preempt", "sme", "sve"}),
+    budgets=(("signal", 2), ("switch", 2)),
+    description="1 CPU, an SVE task (VL256) and an SME task, no vCPU; host-sig's signal "
+                "frames with non-streaming SVE as well: the SVE access trap's sve_alloc() "
+                "and TIF_SVE without thread.sve_state (a NULL save)"))
+
 register(Mutant(
     name="sigframe-by-tif-sve", base="upstream-6.14", source="61da7c8e2a60", catalogue=7,
     invariant="integrity",

@@ -226,6 +226,7 @@ def _ptrace_sve(m, s, a) -> None:
     u = a[1]
     x = _new_value(m, s, u)
     # sve_set(): an SVE image, TIF_SVE set; the debugger's values must be kept.
+    H._sve_alloc(m, s, u)   # sve_set_common(): sve_alloc(target, true) first
     s[m.mem_zlo[u]] = x
     s[m.mem_hi[u]] = x
     s[m.fp_type[u]] = FP_STATE_SVE

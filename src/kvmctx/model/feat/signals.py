@@ -391,13 +391,16 @@ def _forge_za(m, s, a) -> None:
 
 
 def _check_cpu(m, s, k) -> None:
-    """ea8ccfddbce0's crash: streaming mode live at EL0 with no thread.sve_state."""
+    """ea8ccfddbce0's crash: streaming mode live at EL0 with no thread.sve_state; and
+    the same for TIF_SVE (do_sve_acc, sve_set_common and sigreturn allocate first)."""
     if not (m.sig_frames and m.has_sme):
         return
     t = s[m.cur[k]]
-    if t and s[m.sm[k]] and not s[m.sve_store[t]] and m.p_check[s[m.pc[t]]] == CHK_USER:
-        m.violate("no-bug", f"{m.tname(t)} runs in streaming mode on CPU{k} with no "
-                  "thread.sve_state: the next fpsimd_save_user_state() writes the streaming "
+    if (t and (s[m.sm[k]] or s[m.tif_sve[t]]) and not s[m.sve_store[t]]
+            and m.p_check[s[m.pc[t]]] == CHK_USER):
+        mode = "in streaming mode" if s[m.sm[k]] else "with TIF_SVE set"
+        m.violate("no-bug", f"{m.tname(t)} runs {mode} on CPU{k} with no "
+                  "thread.sve_state: the next fpsimd_save_user_state() writes the SVE "
                   "registers through a NULL pointer", k, (t,))
 
 
