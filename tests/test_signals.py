@@ -200,5 +200,11 @@ def test_tif_sve_without_sve_state_is_a_null_save() -> None:
     MU.names()
     spec = next(s for s in MT.generate("upstream-6.14")
                 if s.function == "do_sve_acc" and s.text.startswith("_sve_alloc("))
-    r = MT.run_one((spec, "upstream-6.14", "host-sig-sve", 400_000, "auto"))
+    from kvmctx.model import host as H
+
+    original = getattr(H, spec.function)
+    try:   # run_one patches the host module in this process: put it back afterwards
+        r = MT.run_one((spec, "upstream-6.14", "host-sig-sve", 400_000, "auto"))
+    finally:
+        setattr(H, spec.function, original)
     assert r.verdict == "killed" and r.invariant == "no-bug" and "TIF_SVE" in r.message
