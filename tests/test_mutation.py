@@ -35,3 +35,38 @@ def test_a_stale_explanation_is_not_shown_as_valid() -> None:
     assert rep.results[0].explanation.startswith("stale explanation")
     MT.attach_explanations(rep, {"drop:host:f:1": ("s[1] = 0", "equivalent: x")})
     assert rep.results[0].explanation == "equivalent: x"
+
+
+def test_checks_are_not_mutants_but_state_writes_around_them_are() -> None:
+    """A dropped check (m.violate, a WARN_ON helper, the trapped-SME-access check)
+    weakens the specification and can only hide violations: not a faulty design."""
+    specs = MT.generate("upstream-6.14")
+    texts = [s.text for s in specs if s.kind == "drop"]
+    assert not [t for t in texts if "m.violate(" in t or t.startswith(("_bind_warn(",
+                                                                        "_host_sme_access("))]
+    checks = MT._check_functions("kvmctx.model.host")
+    assert {"_bind_warn", "_host_sme_access", "host_sme_access"} <= checks
+    # functions that check *and* write stay mutable, statement by statement
+    assert not checks & {"do_sve_acc", "fpsimd_save_user_state", "fpsimd_bind_task_to_cpu"}
+    fns = {s.function for s in specs if s.kind == "drop"}
+    assert {"do_sve_acc", "fpsimd_save_user_state", "fpsimd_bind_task_to_cpu"} <= fns
+
+
+def test_a_statement_only_a_feature_bounds_reaches_is_not_unreached() -> None:
+    """FPMR's reload after SVCR runs only with FEAT_FPMR (host-fpmr), not at the small
+    standard-like bounds: it must count as executed, so it is run and tried there."""
+    import importlib
+    import inspect
+
+    spec = next(s for s in MT.generate("upstream-6.14") if s.kind == "drop"
+                and s.function == "task_fpsimd_load" and "FPMR after SVCR" in s.text)
+    f = inspect.getsourcefile(importlib.import_module(spec.module))
+    from kvmctx.policies import mutants as MU
+
+    MU.names()
+    only_small = MT.executed_lines("upstream-6.14", "host-signals", max_states=5_000,
+                                   sim_events=400, also=())
+    assert (f, spec.line) not in only_small
+    with_feature = MT.executed_lines("upstream-6.14", "host-signals", max_states=5_000,
+                                     sim_events=400, also=("host-fpmr",))
+    assert (f, spec.line) in with_feature

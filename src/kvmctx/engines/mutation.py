@@ -7,15 +7,19 @@ the policy with one deliberate fault, generated automatically:
 * ``drop``: one statement of a policy hook or of the host machinery it runs
   on (kvmctx.model.host) replaced by ``pass``: a state save, a flag set or
   clear, a trap enable, a binding. Statements that only count (``m.ctr``)
-  are not mutated: they price, they do not decide.
+  are not mutated: they price, they do not decide. Nor are checks (an
+  ``m.violate`` or a call to a function that only checks, like a WARN_ON or
+  a trapped SME access): dropping one weakens the specification, not the
+  design, and can only hide violations.
 * ``swap``: two adjacent steps of one hook (vcpu_load, entry, hyp exit...)
   in the other order.
 * ``flag``: one host-era flag of the policy's HostConfig flipped (the
   upstream fixes the seeds and catalogue cite, undone one at a time).
 
-A statement the unmutated policy never executes under the bounds (and a
-short simulation of every feature) cannot change the verdict; it is listed
-as ``unreached`` rather than run. Every other mutant is checked in its own
+A statement the unmutated policy never executes (under the bounds, a short
+run at each of the feature bounds in ``ALSO_BOUNDS``, or a simulation of every
+feature) cannot change any verdict; it is listed as ``unreached`` rather than
+run. Every other mutant is checked in its own
 process (the host module is patched there) and is ``killed`` (a violation,
 with its invariant and depth), ``crashed`` (the model raised: also a kill,
 the fault broke an assertion), or ``survived``. Each survivor needs an
@@ -91,7 +95,7 @@ EXPLANATIONS: dict[str, dict[str, tuple[str, str]]] = {"upstream-6.14": {
         's[m.fcpu[kc]] = k',
         _EQ + "kernel_fpsimd_cpu is read only by the lazy-load check, which v6.14's flush-first"
         " order never reaches (as drop:host:fpsimd_save_kernel_state:2)"),
-    "drop:host:kernel_neon_begin:6": (
+    "drop:host:kernel_neon_begin:5": (
         's[m.foreign[cur]] = 1',
         _EQ + "fpsimd_flush_cpu_state already sets current's flag (v4.18 on)"),
     "drop:host:kernel_neon_end:2": (
@@ -105,30 +109,26 @@ EXPLANATIONS: dict[str, dict[str, tuple[str, str]]] = {"upstream-6.14": {
     "drop:host:sme_load:6": (
         's[m.za[k]] = ZERO',
         _EQ + "as drop:host:sme_smstop:6"),
-    "drop:host:do_sme_acc:2": (
-        's[m.tif_sme[t]] = 1',
-        "model limit: without TIF_SME every SMSTART would trap again (a livelock); the "
-        "model has no liveness property"),
     "drop:host:syscall_enter:3": (
         's[m.hi[k]] = ZERO',
         _EQ + "leaving streaming mode at syscall entry: with TIF_SVE the sve_flush_live below "
         "zeroes the upper bits anyway, without it EL0 cannot read them and do_sve_acc "
         "zeroes them (sme-sve reaches it)"),
-    "drop:host:syscall_enter:11": (
+    "drop:host:syscall_enter:12": (
         's[m.hi[k]] = ZERO  # sve_flush_live(): the state is live at entry',
         _EQ + "sve_flush_live at syscall entry: the ABI allows keeping or zeroing the upper "
         "bits, the ghost permits both"),
-    "drop:host:syscall_enter:12": (
+    "drop:host:syscall_enter:13": (
         's[m.to_save[k]] = TO_SAVE_FPSIMD',
         _EQ + "to_save = FPSIMD at syscall entry only lets a save skip the upper bits, which "
         "sve_flush_live just zeroed: dropping it saves more, never less"),
-    "drop:host:syscall_enter:13": (
+    "drop:host:syscall_enter:14": (
         's[m.insys[t]] = 1',
         _EQ + "in_syscall is not read by v6.14's save rule once 398edaa12f9c records the "
         "discard in to_save"),
     "drop:host:syscall_exit:1": (
         's[m.insys[t]] = 0',
-        _EQ + "as drop:host:syscall_enter:13"),
+        _EQ + "as drop:host:syscall_enter:14"),
     "swap:vcpu_load:0": (
         'fpsimd_save_and_flush_cpu_state() <-> fp_owner = FP_STATE_FREE',
         _EQ + "nothing in the softirq gap between the two reads fp_owner"),
@@ -141,7 +141,7 @@ EXPLANATIONS: dict[str, dict[str, tuple[str, str]]] = {"upstream-6.14": {
         "bug"),
     "flag:kernel_neon_sets_foreign": (
         'kernel_neon_sets_foreign=False',
-        _EQ + "the twin of drop:host:kernel_neon_begin:6"),
+        _EQ + "the twin of drop:host:kernel_neon_begin:5"),
     "flag:bind_sets_state_cpu": (
         'bind_sets_state_cpu=True',
         _EQ + "v6.14 never reads fpsimd_cpu of a vCPU state"),
@@ -153,14 +153,24 @@ EXPLANATIONS: dict[str, dict[str, tuple[str, str]]] = {"upstream-6.14": {
         'kernel_switch_flushes=False',
         _EQ + "in v6.14's order the flush before the load does it; the pre-fix kernel (no flush"
         " at all) is the mutant kernel-switch-no-flush, found at kneon-nested"),
-    "drop:host:do_sve_acc:5": (
+    "drop:host:do_sve_acc:4": (
         's[m.hi[k]] = ZERO',
         _EQ + "a live task without TIF_SVE has zero upper bits already (FPSIMD loads and writes"
         " zero them)"),
-    "drop:host:do_sve_acc:12": (
+    "drop:host:do_sve_acc:8": (
+        's[m.fp_type[t]] = FP_STATE_SVE',
+        _EQ + "for correctness, not for cost: left FPSIMD, the reload clears TIF_SVE and loads"
+        " V0-V31 with zero upper bits, the values the converted SVE image holds; the task's"
+        " next SVE instruction traps once more (a cost the simulator prices)"),
+    "drop:host:sme_load:2": (
+        's[m.fpmr[k]] = ZERO                   # the SM change zeroes FPMR',
+        _EQ + "in v6.14's order task_fpsimd_load() writes FPMR from the saved image right after"
+        " SVCR (e5fa85fce08b), over the zero; the zero is what breaks the older order, the"
+        " flag fpmr_after_svcr, killed at host-fpmr"),
+    "drop:host:do_sve_acc:11": (
         's[m.permit[t]] = 0',
         _EQ + "ghost: the discard permission is moot with zero upper bits"),
-    "drop:host:do_sme_acc:7": (
+    "drop:host:do_sme_acc:6": (
         's[m.mem_za[t]] = ZERO',
         _EQ + "the zeroed image is dead: with TIF_SME clear no ZA state of the task is live or "
         "bound, PSTATE.ZA is 0 at the trap and SMSTART ZA zeroes ZA in the registers; the"
@@ -250,7 +260,61 @@ def _state_change(st: ast.stmt) -> bool:
     return False
 
 
-def _droppable(fn: ast.FunctionDef) -> Iterator[ast.stmt]:
+def _called(st: ast.stmt) -> str:
+    """The name a call statement calls (``f(...)`` or ``m.f(...)``), else ''."""
+    if isinstance(st, ast.Expr) and isinstance(st.value, ast.Call):
+        fn = st.value.func
+        if isinstance(fn, ast.Name):
+            return fn.id
+        if isinstance(fn, ast.Attribute):
+            return fn.attr
+    return ""
+
+
+def _check_functions(modname: str) -> set[str]:
+    """Functions of the module (and the feature modules it calls into) that only
+    check: their statements are ``m.violate`` calls, calls to other such
+    functions, and local bookkeeping, with no write to the state or the model."""
+    mods = [importlib.import_module(modname)]
+    feat = importlib.import_module("kvmctx.model.feat")
+    mods += [importlib.import_module(f"{feat.__name__}.{n}") for n in _feature_modules()]
+    fns: dict[str, ast.FunctionDef] = {}
+    for mod in mods:
+        for node in ast.parse(inspect.getsource(mod)).body:
+            if isinstance(node, ast.FunctionDef):
+                fns.setdefault(node.name, node)
+    checks = {"violate"}
+    grew = True
+    while grew:
+        grew = False
+        for name, fn in fns.items():
+            if name in checks:
+                continue
+            calls = [c for c in map(_called, _all_statements(fn)) if c]
+            writes = any(_state_change(st) and not _called(st) for st in _all_statements(fn))
+            if calls and not writes and all(c in checks for c in calls):
+                checks.add(name)
+                grew = True
+    return checks
+
+
+def _feature_modules() -> list[str]:
+    import pkgutil
+
+    feat = importlib.import_module("kvmctx.model.feat")
+    return [m.name for m in pkgutil.iter_modules(feat.__path__)]
+
+
+def _all_statements(fn: ast.FunctionDef) -> Iterator[ast.stmt]:
+    for node in ast.walk(fn):
+        for fld in ("body", "orelse"):
+            body = getattr(node, fld, None)
+            if isinstance(body, list):
+                yield from (st for st in body if isinstance(st, ast.stmt))
+
+
+def _droppable(fn: ast.FunctionDef, checks: frozenset[str] = frozenset()
+               ) -> Iterator[ast.stmt]:
     for node in ast.walk(fn):
         for fld in ("body", "orelse"):
             body = getattr(node, fld, None)
@@ -259,7 +323,7 @@ def _droppable(fn: ast.FunctionDef) -> Iterator[ast.stmt]:
             for st in body:
                 if isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant):
                     continue  # docstring
-                if _state_change(st) and not _counting_only(st):
+                if _state_change(st) and not _counting_only(st) and _called(st) not in checks:
                     yield st
 
 
@@ -293,11 +357,12 @@ def generate(policy_name: str = "upstream-6.14") -> list[MutantSpec]:
     for modname, names in ((polmod, policy_functions(pol)), (HOST_MODULE, None)):
         if not modname:
             continue
+        checks = frozenset(_check_functions(modname))
         for fn, src in _functions(modname, names):
             lines = src.splitlines()
             # Ids name the function and the statement's place in it (source order), so
             # an edit elsewhere in the module does not move them under an explanation.
-            for i, st in enumerate(sorted(_droppable(fn), key=lambda x: x.lineno), 1):
+            for i, st in enumerate(sorted(_droppable(fn, checks), key=lambda x: x.lineno), 1):
                 text = lines[st.lineno - 1].strip()
                 specs.append(MutantSpec(f"drop:{modname.rsplit('.', 1)[-1]}:{fn.name}:{i}",
                                         "drop", modname, fn.name, st.lineno, text))
@@ -318,9 +383,12 @@ def generate(policy_name: str = "upstream-6.14") -> list[MutantSpec]:
 
 
 def executed_lines(policy_name: str, bounds_name: str, max_states: int = 60_000,
-                   sim_events: int = 30_000, engine: str = "auto") -> set[tuple[str, int]]:
+                   sim_events: int = 30_000, engine: str = "auto",
+                   also: tuple[str, ...] = ALSO_BOUNDS) -> set[tuple[str, int]]:
     """(file, line) executed by the unmutated policy: a bounded checker run at
-    the bounds plus a simulation with every feature the policy supports."""
+    the bounds and at each of ``also`` (a statement only a feature reaches is
+    run and then tried at the feature bounds, not written off as unreached),
+    plus a simulation with every feature the policy supports."""
     from kvmctx import api
     from kvmctx.engines import checker as CK
     from kvmctx.engines import engine as EN
@@ -342,10 +410,11 @@ def executed_lines(policy_name: str, bounds_name: str, max_states: int = 60_000,
 
     sys.settrace(tracer)
     try:
-        b = CK.adapt_bounds(CK.BOUNDS[bounds_name], pol.supports)[0]
         # Every distinct path of every step runs in Python once on either engine (the
         # native one learns from them), so both reach the same lines.
-        EN.check(Model(b.config(), pol), b, max_states=max_states, engine=engine)
+        for name in (bounds_name, *(o for o in also if o != bounds_name and o in CK.BOUNDS)):
+            b = CK.adapt_bounds(CK.BOUNDS[name], pol.supports)[0]
+            EN.check(Model(b.config(), pol), b, max_states=max_states, engine=engine)
         for sc in ("default", "kvm-stress", "hpc-sve", "crypto-host", "fp-stress", "sme-host"):
             api.run(pol, sc, seed=3, events=sim_events // 4)
     finally:
@@ -490,7 +559,8 @@ def mutation_test(policy_name: str = "upstream-6.14", bounds_name: str = "standa
     MU.names()  # registers the host-* bounds that ALSO_BOUNDS names
     t0 = time.perf_counter()
     specs = [s for s in generate(policy_name) if only is None or only(s)]
-    hits = executed_lines(policy_name, bounds_name, engine=engine)
+    hits = executed_lines(policy_name, bounds_name, engine=engine) if any(
+        s.kind == "drop" for s in specs) else set()
     files: dict[str, str] = {}
     report = MutationReport(policy_name, bounds_name)
     todo: list[MutantSpec] = []
@@ -501,7 +571,7 @@ def mutation_test(policy_name: str = "upstream-6.14", bounds_name: str = "standa
             if (fname, s.line) not in hits:
                 report.results.append(MutantResult(
                     s, "unreached", message="never executed by the unmutated policy under "
-                    "these bounds or the feature simulation"))
+                    "these bounds, the feature bounds or the feature simulation"))
                 continue
         todo.append(s)
     args = [(s, policy_name, bounds_name, max_states, engine) for s in todo]

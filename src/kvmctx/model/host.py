@@ -641,7 +641,8 @@ def syscall_enter(m, s: list[int], k: int, t: int) -> None:
         s[m.want_hi[t]] = ZERO
         s[m.want_sm[t]] = 0
         if m.has_fpmr:
-            s[m.fpmr[k]] = s[m.want_fpmr[t]] = ZERO   # ... and FPMR (the SM change)
+            s[m.fpmr[k]] = ZERO   # ... and FPMR (the SM change)
+            s[m.want_fpmr[t]] = ZERO
     if s[m.tif_sve[t]]:
         mode = m.hc.syscall_sve
         # The ABI lets the kernel zero the upper bits from here on (moot if zero).
