@@ -341,13 +341,14 @@ def _catalogue(json_out: bool, max_states: int | None, engine: str = "auto",
                            engine=engine, jobs=jobs)
         found = res.violation is not None
         rows.append({"mutant": mu.name, "source": mu.source, "catalogue": mu.catalogue,
+                     "bounds": mu.bounds or "standard",
                      "invariant": res.violation["invariant"] if found else mu.invariant,
                      "expected_invariant": mu.invariant, "found": found,
                      "depth": res.depth if found else None, "states": res.states,
                      "seconds": round(res.seconds, 3)})
     # Entries of the catalogue the model cannot express are listed too, with the reason,
     # so a reader sees the whole catalogue and what a "found" column does not cover.
-    gaps = [{"mutant": None, "source": None, "catalogue": n, "invariant": None,
+    gaps = [{"mutant": None, "source": None, "catalogue": n, "bounds": None, "invariant": None,
              "expected_invariant": None, "found": None, "depth": None, "states": None,
              "seconds": None, "not_expressible": why}
             for n, why in sorted(MU.NOT_EXPRESSED.items())]
@@ -356,11 +357,12 @@ def _catalogue(json_out: bool, max_states: int | None, engine: str = "auto",
     else:
         t = Table(title="bug catalogue: each mutant puts one historical bug back",
                   title_justify="left")
-        for c in ("#", "mutant", "source", "invariant broken", "found", "depth", "states",
-                  "seconds"):
+        for c in ("#", "mutant", "source", "bounds", "invariant broken", "found", "depth",
+                  "states", "seconds"):
             t.add_column(c)
         for r in rows:
-            t.add_row(str(r["catalogue"] or ""), r["mutant"], r["source"], r["invariant"],
+            t.add_row(str(r["catalogue"] or ""), r["mutant"], r["source"], r["bounds"],
+                      r["invariant"],
                       "yes" if r["found"] else "[red]NO[/red]", str(r["depth"] or "-"),
                       f"{r['states']:,}", f"{r['seconds']:.2f}")
         out.print(t)
@@ -378,6 +380,8 @@ def register_mutation(app: typer.Typer) -> None:
         jobs: int = typer.Option(0, help="Worker processes (0: all cores)."),
         max_states: int = typer.Option(4_000_000, help="Per-mutant state limit."),
         kinds: str = typer.Option("drop,swap,flag", help="Mutant kinds to run."),
+        only: str = typer.Option("", help="Comma list of mutant ids or id prefixes "
+                                 "(drop:host:sme_load) to run instead of all."),
         output: Path | None = typer.Option(None, "-o", "--output", help="Write JSON here."),
         json_out: bool = typer.Option(False, "--json"),
         engine: str = typer.Option("auto", help="Checker engine: auto, native or python."),
@@ -400,6 +404,13 @@ def register_mutation(app: typer.Typer) -> None:
         want = {k.strip() for k in kinds.split(",") if k.strip()}
         if not want or not want <= {"drop", "swap", "flag"}:
             fail(f"--kinds must be a comma list of drop, swap, flag; got {kinds!r}")
+        prefixes = tuple(p.strip() for p in only.split(",") if p.strip())
+        if prefixes:
+            known = [s.id for s in MT.generate(policy)]
+            for p in prefixes:
+                if not any(i.startswith(p) for i in known):
+                    fail(f"--only {p!r} names no mutant of {policy}; ids look like "
+                         f"{known[0]} (see a --json report)")
         if output is not None and output.exists():
             fail(f"{output} exists; not overwriting it")
         n = jobs or os.cpu_count() or 1
@@ -410,7 +421,8 @@ def register_mutation(app: typer.Typer) -> None:
                       + f" {r.seconds:.0f}s", markup=False)
 
         rep = MT.mutation_test(policy, bounds, jobs=n, max_states=max_states,
-                               only=lambda s: s.kind in want,
+                               only=lambda s: s.kind in want and (
+                                   not prefixes or s.id.startswith(prefixes)),
                                explanations=MT.EXPLANATIONS.get(policy), progress=prog,
                                engine=engine)
         data = rep.as_json()
