@@ -19,12 +19,12 @@ import argparse
 import time
 
 from kvmctx import policies as P
+from kvmctx.catalogue import mutants as MU
 from kvmctx.engines import checker as CK
 from kvmctx.engines.canon import Canon
 from kvmctx.engines.learn import Learner
 from kvmctx.model.layout import CPU
 from kvmctx.model.machine import SCHED, Model
-from kvmctx.policies import mutants as MU
 
 
 class Tree:

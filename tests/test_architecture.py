@@ -38,3 +38,15 @@ def test_the_policy_interface_policies_import_is_the_models() -> None:
     from kvmctx.policies import base
 
     assert base.Policy is policy.Policy and base.Step is policy.Step
+
+
+def test_designs_do_not_import_the_catalogue() -> None:
+    """The catalogue's mutants are built from designs (test data for the
+    checker); a design that imported them would depend on its own faults."""
+    designs = Path(kvmctx.__file__).parent / "policies"
+    files = sorted(designs.glob("*.py"))
+    assert len(files) > 8
+    bad = {f"{p.name}: {m}" for p in files for m in _imports(p)
+           if m.startswith("kvmctx.catalogue")}
+    assert not bad, sorted(bad)
+    assert not any(p.name.startswith("mutants") for p in files)

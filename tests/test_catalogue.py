@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
+from kvmctx.catalogue import mutants as MU
 from kvmctx.engines import checker as CK
 from kvmctx.engines import engine as EN
 from kvmctx.engines import story as ST
 from kvmctx.model.machine import Model
-from kvmctx.policies import mutants as MU
 
 # Bases that are clean at each mutant's bounds (the design without the bug). For
 # mutants that swap in a whole flawed design the "base" is the design it replaced.

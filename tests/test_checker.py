@@ -9,11 +9,11 @@ import sys
 
 from helpers import ALL_FEATURES
 from kvmctx import policies
+from kvmctx.catalogue import mutants as MU
 from kvmctx.engines import story as ST
 from kvmctx.engines.canon import Canon
 from kvmctx.engines.checker import BOUNDS, Bounds, Checker
 from kvmctx.model.machine import Model
-from kvmctx.policies import mutants as MU
 
 TINY = Bounds("tiny", cpus=2, fpsimd_tasks=1, sve_tasks=0, vcpus=1,
               features=frozenset({"softirq-neon", "exit-user", "migration"}),

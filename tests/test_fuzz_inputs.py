@@ -270,7 +270,7 @@ def test_cex_fields_out_of_range_are_one_line_errors(tmp_path: Path) -> None:
 
 def test_every_named_bounds_round_trips_through_a_cex_file() -> None:
     """The file's ranges are the CLI's: whatever check writes, replay reads."""
-    from kvmctx.policies import mutants as MU
+    from kvmctx.catalogue import mutants as MU
 
     MU.load_all()
     for b in CK.BOUNDS.values():

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from kvmctx import policies as P
+from kvmctx.catalogue import mutants as MU
 from kvmctx.engines import checker as CK
 from kvmctx.engines import engine as EN
 from kvmctx.engines import story as ST
@@ -15,7 +16,6 @@ from kvmctx.model.feat import isb as ISB
 from kvmctx.model.feat import regsets as RS
 from kvmctx.model.feat.host_life import PTRACE_SVE
 from kvmctx.model.machine import SCHED, SIRQ, STEP, Model
-from kvmctx.policies import mutants as MU
 
 MU.load_all()
 NEW = {"smen-put-no-isb": "no ISB since", "smen-exit-trapped": "sme_smstop",

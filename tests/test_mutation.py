@@ -61,7 +61,7 @@ def test_a_statement_only_a_feature_bounds_reaches_is_not_unreached() -> None:
     spec = next(s for s in MT.generate("upstream-6.14") if s.kind == "drop"
                 and s.function == "task_fpsimd_load" and "FPMR after SVCR" in s.text)
     f = inspect.getsourcefile(importlib.import_module(spec.module))
-    from kvmctx.policies import mutants as MU
+    from kvmctx.catalogue import mutants as MU
 
     MU.names()
     only_small = MT.executed_lines("upstream-6.14", "host-signals", max_states=5_000,

@@ -20,12 +20,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvmctx import policies as P
+from kvmctx.catalogue import mutants as MU
 from kvmctx.engines import checker as CK
 from kvmctx.engines import engine as EN
 from kvmctx.engines import native as NA
 from kvmctx.engines.canon import Canon
 from kvmctx.model.machine import Model
-from kvmctx.policies import mutants as MU
 
 pytestmark = pytest.mark.skipif(not NA.available(), reason="native engine not built")
 

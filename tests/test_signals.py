@@ -7,11 +7,11 @@ import random
 import pytest
 
 from kvmctx import policies as P
+from kvmctx.catalogue import mutants as MU
 from kvmctx.engines import checker as CK
 from kvmctx.engines import engine as EN
 from kvmctx.model.feat import signals as SG
 from kvmctx.model.machine import STEP, Model
-from kvmctx.policies import mutants as MU
 
 MU.load_all()
 
@@ -194,8 +194,8 @@ def test_catalogue_8_story_an_sme_tasks_own_streaming_frame(mutant):
 def test_tif_sve_without_sve_state_is_a_null_save() -> None:
     """do_sve_acc() allocates thread.sve_state before it sets TIF_SVE: without the
     allocation the task runs SVE at EL0 and its next save writes through NULL."""
+    from kvmctx.catalogue import mutants as MU
     from kvmctx.engines import mutation as MT
-    from kvmctx.policies import mutants as MU
 
     MU.names()
     spec = next(s for s in MT.generate("upstream-6.14")

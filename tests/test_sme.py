@@ -7,6 +7,7 @@ import pytest
 
 from helpers import no_violations, run_to_rest, thread
 from kvmctx import api, policies
+from kvmctx.catalogue import mutants as MU
 from kvmctx.engines import checker as CK
 from kvmctx.engines import engine as EN
 from kvmctx.model import counters as C
@@ -15,7 +16,6 @@ from kvmctx.model.feat.sme import USER_SME, USER_SMSTOP
 from kvmctx.model.flow import EXIT_USER, K_GUEST
 from kvmctx.model.machine import GEXIT, GFP, KVMRUN, SCHED, STEP, SYSCALL, UFP, Model
 from kvmctx.model.values import FP_STATE_SVE, ZERO
-from kvmctx.policies import mutants as MU
 from kvmctx.policies.base import Step
 
 FEATS = frozenset({"sme", "preempt", "exit-user", "softirq-neon"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kvmctx import policies as P
+from kvmctx.catalogue import mutants as MU
 from kvmctx.engines import canon as CN
 from kvmctx.engines import checker as CK
 from kvmctx.engines import engine as EN
@@ -13,7 +14,6 @@ from kvmctx.model import host as H
 from kvmctx.model.feat import task_life as TL
 from kvmctx.model.machine import MIGRATE, SCHED, STEP, SYSCALL, USVE, Model
 from kvmctx.model.values import FP_STATE_FPSIMD, FP_STATE_SVE, GARBAGE, NO_CPU, ZERO, tag
-from kvmctx.policies import mutants as MU
 
 MU.load_all()
 NEW = ["clone-dead-binding", "clone-stale-fpsimd", "vl-change-stale"]

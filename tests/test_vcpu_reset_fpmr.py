@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from kvmctx import policies as P
+from kvmctx.catalogue import mutants as MU
 from kvmctx.engines import checker as CK
 from kvmctx.engines import engine as EN
 from kvmctx.engines import story as ST
@@ -15,7 +16,6 @@ from kvmctx.model.feat import sme as SME
 from kvmctx.model.feat import vcpu_reset as VR
 from kvmctx.model.machine import KVMRUN, SCHED, STEP, SYSCALL, Model
 from kvmctx.model.values import ZERO
-from kvmctx.policies import mutants as MU
 
 MU.load_all()
 NEW = ["reset-without-put", "one-reg-before-reset", "put-leaves-guest-live",

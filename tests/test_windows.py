@@ -15,11 +15,11 @@ import pytest
 
 from helpers import model, thread
 from kvmctx import policies as P
+from kvmctx.catalogue import mutants as _MU
 from kvmctx.engines import checker as CK
 from kvmctx.engines import engine as EN
 from kvmctx.model.machine import Model
 from kvmctx.model.values import NO_CPU
-from kvmctx.policies import mutants as _MU
 
 _MU.load_all()  # registers host-syscall-stop (and the host-* bounds) in CK.BOUNDS
 
@@ -138,7 +138,7 @@ def test_trap_window_makes_the_in_memory_branch_reachable_in_simulation():
     ("sme-trap-stale-binding", "no-bug", "do_sme_acc(): SME access by Z1 trapped although"),
 ])
 def test_trap_handler_fixes_are_mutants_killed_only_with_the_window(mutant, invariant, message):
-    from kvmctx.policies import mutants as MU
+    from kvmctx.catalogue import mutants as MU
 
     mu = MU.get(mutant)
     b = CK.BOUNDS[mu.bounds]
@@ -158,7 +158,7 @@ def test_trap_handler_fixes_are_mutants_killed_only_with_the_window(mutant, inva
 def test_ptrace_sve_write_at_a_syscall_stop_is_lost_before_398edaa12f9c():
     """Catalogue 10: found in the return window, not without it; the fixed host
     (to_save records the discard) keeps the debugger's values."""
-    from kvmctx.policies import mutants as MU
+    from kvmctx.catalogue import mutants as MU
 
     mu = MU.get("syscallno-discard")
     assert mu.source == "398edaa12f9c" and mu.catalogue == 10
@@ -247,7 +247,7 @@ def test_kernel_neon_state_is_bound_and_its_reload_elided_as_v6_8_does(flush_fir
 
 
 def test_kernel_switch_without_flush_is_e92bee9f861b():
-    from kvmctx.policies import mutants as MU
+    from kvmctx.catalogue import mutants as MU
 
     mu = MU.get("kernel-switch-no-flush")
     assert mu.source == "e92bee9f861b"

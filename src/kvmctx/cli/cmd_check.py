@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from kvmctx import policies as P
+from kvmctx.catalogue import mutants as MU
 from kvmctx.cli.common import err, fail, out, print_json
 from kvmctx.engines import checker as CK
 from kvmctx.engines import engine as EN
@@ -17,7 +18,6 @@ from kvmctx.engines import native as NA
 from kvmctx.engines import story as ST
 from kvmctx.model.config import FEATURES, SYSREG_MODES
 from kvmctx.model.machine import Model
-from kvmctx.policies import mutants as MU
 from kvmctx.policies.base import Policy
 
 # Mutant modules register their own named bounds (host-*, ...): load them so

@@ -554,7 +554,7 @@ def mutation_test(policy_name: str = "upstream-6.14", bounds_name: str = "standa
                   explanations: dict[str, tuple[str, str]] | None = None,
                   progress: Callable[[int, int, MutantResult], None] | None = None,
                   engine: str = "auto") -> MutationReport:
-    from kvmctx.policies import mutants as MU
+    from kvmctx.catalogue import mutants as MU
 
     MU.names()  # registers the host-* bounds that ALSO_BOUNDS names
     t0 = time.perf_counter()

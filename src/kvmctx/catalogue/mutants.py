@@ -103,9 +103,9 @@ def load_all() -> None:
     """Mutant modules kept apart by area register themselves on import."""
     import importlib
 
-    for mod in ("kvmctx.policies.mutants_host", "kvmctx.policies.mutants_vcpu",
-                "kvmctx.policies.mutants_windows", "kvmctx.policies.mutants_regs",
-                "kvmctx.policies.mutants_signals", "kvmctx.policies.mutants_life"):
+    for mod in ("kvmctx.catalogue.host", "kvmctx.catalogue.vcpu",
+                "kvmctx.catalogue.windows", "kvmctx.catalogue.regs",
+                "kvmctx.catalogue.signals", "kvmctx.catalogue.life"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -8,8 +8,8 @@ flag), checked at bounds that switch on the lifecycle feature it needs
 
 from __future__ import annotations
 
+from kvmctx.catalogue.mutants import NOT_EXPRESSED, Mutant, _host, register
 from kvmctx.engines.checker import Bounds, register_bounds
-from kvmctx.policies.mutants import NOT_EXPRESSED, Mutant, _host, register
 
 _BASE = frozenset({"preempt", "exit-user"})
 
@@ -82,7 +82,7 @@ register(Mutant(
                 "previous task's streaming mode still on, zeroes what was just loaded",
     transform=_host(kernel_state_flush_first=False), bounds="host-sme-kneon"))
 
-# (Entries 7-9, 11 and 12, the signal frames, are in mutants_signals.)
+# (Entries 7-9, 11 and 12, the signal frames, are in kvmctx.catalogue.signals.)
 NOT_EXPRESSED.update({
     6: "the copy of a whole kernel struct (with its cpu field) from a partly initialised "
        "stack temporary is memory corruption below the model's level: fields are "

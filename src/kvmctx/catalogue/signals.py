@@ -5,8 +5,8 @@ as new entry 29). Each is found at one of the named bounds below.
 
 from __future__ import annotations
 
+from kvmctx.catalogue.mutants import Mutant, _host, register
 from kvmctx.engines.checker import Bounds, register_bounds
-from kvmctx.policies.mutants import Mutant, _host, register
 
 _SIG = frozenset({"signals", "sig-frames", "preempt"})
 

@@ -8,8 +8,8 @@ v6.14 with these fixes, as its stable series has them (docs/policies.md).
 
 from __future__ import annotations
 
+from kvmctx.catalogue.mutants import Mutant, _host, register
 from kvmctx.engines.checker import Bounds, register_bounds
-from kvmctx.policies.mutants import Mutant, _host, register
 
 register(Mutant(
     name="sve-trap-stale-binding", base="upstream-6.14", source="751ecf6afd65", catalogue=None,

@@ -7,9 +7,9 @@ mutant, one hook changed, checked at bounds that switch on the feature it needs
 
 from __future__ import annotations
 
+from kvmctx.catalogue.mutants import Mutant, _host, register
 from kvmctx.engines.checker import Bounds, register_bounds
 from kvmctx.policies.base import Policy, Step
-from kvmctx.policies.mutants import Mutant, _host, register
 
 register_bounds(Bounds(
     "kvm-reset", cpus=1, fpsimd_tasks=1, sve_tasks=0, vcpus=1, vcpu_sve=True,

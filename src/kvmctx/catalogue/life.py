@@ -8,8 +8,8 @@ bug-catalogue.md; docs/checker-catalogue-host.md has the interleavings.
 
 from __future__ import annotations
 
+from kvmctx.catalogue.mutants import Mutant, _host, register
 from kvmctx.engines.checker import Bounds, register_bounds
-from kvmctx.policies.mutants import Mutant, _host, register
 
 register_bounds(Bounds(
     "host-vl", cpus=1, fpsimd_tasks=0, sve_tasks=1, vcpus=0,

@@ -6,9 +6,9 @@ that reach it (registered here too).
 
 from __future__ import annotations
 
+from kvmctx.catalogue.mutants import Mutant, _host, register
 from kvmctx.engines.checker import Bounds, register_bounds
 from kvmctx.model.feat.isb import with_put_restore_smen
-from kvmctx.policies.mutants import Mutant, _host, register
 
 _ISB_FEATURES = frozenset({"sme", "isb", "preempt", "exit-user"})
 
