@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from kvmctx import policies as P
@@ -12,7 +14,7 @@ from kvmctx.engines import engine as EN
 from kvmctx.engines import story as ST
 from kvmctx.model import host as H
 from kvmctx.model.feat import task_life as TL
-from kvmctx.model.machine import MIGRATE, SCHED, STEP, SYSCALL, USVE, Model
+from kvmctx.model.machine import KVMRUN, MIGRATE, SCHED, STEP, SYSCALL, USVE, Model
 from kvmctx.model.values import FP_STATE_FPSIMD, FP_STATE_SVE, GARBAGE, NO_CPU, ZERO, tag
 
 MU.load_all()
@@ -197,6 +199,8 @@ def test_asking_a_design_without_fork_for_churn_is_a_usage_error():
 
     with pytest.raises(api.UsageError, match="cannot model fork"):
         api.run("arm32-vfp-2012", "fp-stress", events=10, knobs={"churn": 0.1})
+    with pytest.raises(api.UsageError, match="cannot model vmm-respawn"):
+        api.run("arm32-vfp-2012", "default", events=10, knobs={"vcpu_respawn": 0.1})
     r = api.run("arm32-vfp-2012", "fp-stress", events=200)   # built in: left out, said so
     assert any("cannot model fork" in n for n in r.assumptions)
 
@@ -306,3 +310,84 @@ def test_fpsimd_form_load_with_sm_set_keeps_predicates_only_on_a_streaming_cpu(w
     H.task_fpsimd_load(m, s, 0, t)
     assert s[m.sm[0]] == 1 and s[m.lo[0]] == s[m.mem_lo[t]]
     assert s[m.hi[0]] == (stale if was_streaming else ZERO)
+
+
+# ------------------------------------------------------------------ vmm-respawn
+
+
+def test_vcpu_thread_respawn_is_reached_and_fixed_hosts_stay_clean():
+    """kvm-vmm-respawn: a vCPU thread exits outside KVM_RUN and a new thread in its
+    slot runs the same vCPU. The feature adds states (the respawn is reached), and
+    the fixed hosts are safe and complete."""
+    b = CK.BOUNDS["kvm-vmm-respawn"]
+    without = CK.Bounds("no-respawn", cpus=b.cpus, fpsimd_tasks=b.fpsimd_tasks,
+                        sve_tasks=0, vcpus=1, features=b.features - {"vmm-respawn"},
+                        budgets=b.budgets)
+    for policy in ("upstream-6.14", "upstream-4.18", "arm64-4.17", "martin-rfc-2018"):
+        res, _, _ = run(P.get(policy), b)
+        assert res.violation is None and res.complete, policy
+        base, _, _ = run(P.get(policy), without)
+        assert res.states > base.states, policy
+
+
+def test_vcpu_thread_exits_only_outside_kvm_run_and_its_vcpu_outlives_it():
+    m, s = _model("kvm-vmm-respawn")
+    feats = CK.BOUNDS["kvm-vmm-respawn"].features
+    vmm = next(t for t in range(1, m.nthreads) if m.vcpu_of[t] >= 0)
+    v = m.vcpu_of[vmm]
+    c = m.vctx[v]
+    assert s[m.rq[vmm]] == 0
+    _to_el0(m, s, vmm)
+    assert (TL.EXIT, 0, 0) in m.enabled(s, feats)
+    m.apply(s, (TL.EXIT, 0, 0))
+    assert s[m.rq[vmm]] == NO_CPU and s[m.cur[0]] == 0
+    assert s[m.want_lo[c]] == m.init_state[m.want_lo[c]]      # the vCPU is not reset
+    # Inside KVM_RUN (vCPU loaded) the thread cannot exit.
+    m2, s2 = _model("kvm-vmm-respawn")
+    _to_el0(m2, s2, vmm)
+    m2.apply(s2, (KVMRUN, 0, 0))
+    while s2[m2.pc[vmm]] != m2.L_GUEST:
+        assert (TL.EXIT, 0, 0) not in m2.enabled(s2, feats)
+        m2.apply(s2, (STEP, 0, 0))
+    assert (TL.EXIT, 0, 0) not in m2.enabled(s2, feats)
+
+
+def test_clone_fills_the_vcpu_thread_slot_only_with_the_feature():
+    m, s = _model("kvm-vmm-respawn")
+    feats = CK.BOUNDS["kvm-vmm-respawn"].features
+    vmm = next(t for t in range(1, m.nthreads) if m.vcpu_of[t] >= 0)
+    _to_el0(m, s, vmm)
+    m.apply(s, (TL.EXIT, 0, 0))
+    host = next(t for t in range(1, m.nthreads) if m.vcpu_of[t] < 0)
+    m.apply(s, (SCHED, 0, host))                  # the host task, inside its first syscall
+    assert (TL.CLONE, 0, vmm) in m.enabled(s, feats)
+    # Without the feature (fork alone, as at host-churn) a vCPU thread neither exits
+    # nor is re-created.
+    b = CK.BOUNDS["kvm-vmm-respawn"]
+    cfg = b.config()
+    m0 = Model(replace(cfg, features=cfg.features - {"vmm-respawn"}), P.get("upstream-6.14"))
+    s0 = m0.new_state()
+    _to_el0(m0, s0, vmm)
+    assert (TL.EXIT, 0, 0) not in m0.enabled(s0, m0.config.features)
+    m.apply(s, (TL.CLONE, 0, vmm))
+    assert s[m.rq[vmm]] == 0 and s[m.pc[vmm]] == m.L_SYS
+
+
+def test_dead_binding_mutant_is_found_through_a_vcpu_thread_slot():
+    """clone-dead-binding (catalogue 32) needs only a reused slot: a vCPU thread's
+    does, and the story names the clone into it."""
+    b = CK.BOUNDS["kvm-vmm-respawn"]
+    res, m, bb = run(MU.get("clone-dead-binding").build(), b)
+    assert res.violation is not None and res.violation["invariant"] == "integrity"
+    recs, _ = ST.replay(m, res.path, bb.features)
+    assert any("clone(): a new thread in slot VMM0" in r.text for r in recs)
+
+
+def test_simulator_respawns_vcpu_threads():
+    from kvmctx import api
+
+    r = api.run(P.get("upstream-6.14"), "default", seed=1, events=60_000,
+                knobs={"vcpu_respawn": 0.05})
+    assert r.counters["task_exits"] > 5
+    assert r.counters["task_clones"] >= r.counters["task_exits"] - 2
+    assert not r.sim.violations_by_invariant

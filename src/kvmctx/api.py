@@ -111,9 +111,10 @@ def adapt_workload(policy: Policy, w: Workload, explicit: dict[str, Any]
         if "sig-frames" in missing:
             notes.append(f"{policy.name} cannot model sig-frames: signals left out")
     for feat, knob in (("vcpu-reset", "vcpu_reset"), ("one-reg", "one_reg"), ("fpmr", "fpmr"),
-                       ("vl", "vl_change"), ("fork", "churn")):
+                       ("vl", "vl_change"), ("fork", "churn"),
+                       ("vmm-respawn", "vcpu_respawn")):
         if feat in missing:
-            if feat in ("vl", "fork") and explicit.get(knob):
+            if feat in ("vl", "fork", "vmm-respawn") and explicit.get(knob):
                 raise UsageError(f"policy {policy.name} cannot model {feat} (asked for with "
                                  f"--{knob.replace('_', '-')}); see 'kvmctx policies'")
             w = replace(w, **{knob: 0.0})

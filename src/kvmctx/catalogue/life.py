@@ -46,6 +46,14 @@ register_bounds(Bounds(
                 "the seed designs' re-check of issue 15 items 2-3"))
 
 register_bounds(Bounds(
+    "kvm-vmm-respawn", cpus=2, fpsimd_tasks=1, sve_tasks=0, vcpus=1,
+    features=frozenset({"fork", "vmm-respawn", "preempt", "migration", "softirq-neon",
+                        "exit-user"}),
+    budgets=(("clone", 1), ("exit", 1), ("migration", 1), ("softirq", 1), ("switch", 2)),
+    description="2 CPUs, an FPSIMD task and a VMM with 1 vCPU whose thread may exit() "
+                "outside KVM_RUN; the task clone()s a new thread into the freed slot (the "
+                "same task_struct) that runs the same vCPU; softirq NEON, migration"))
+register_bounds(Bounds(
     "host-fork-sme", cpus=1, fpsimd_tasks=0, sve_tasks=0, sme_tasks=2, vcpus=0,
     features=frozenset({"sme", "fork", "ptrace", "sme-regsets", "preempt"}),
     budgets=(("clone", 1), ("exit", 1), ("ptrace", 1), ("switch", 2)),

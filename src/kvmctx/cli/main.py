@@ -178,6 +178,9 @@ def run(
                                                       "is prctl(PR_SVE/SME_SET_VL)."),
     churn: float | None = typer.Option(None, help="Chance a host task's syscall is clone() "
                                                   "into a free task slot, or exit()."),
+    vcpu_respawn: float | None = typer.Option(None, help="Chance per decision of a vCPU "
+                                                         "thread at EL0 that it exits; a "
+                                                         "host task re-creates it."),
     cost_profile: str | None = typer.Option(None, help="Built-in profile name or TOML path."),
     no_invariants: bool = typer.Option(False, "--no-invariants", help="Skip invariant checks."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -191,7 +194,8 @@ def run(
                    vhe=False if nvhe else None, host_life=host_life, svl=svl, vmm_sve=vmm_sve,
                    guest_aarch32=True if guest_aarch32 else None, vcpu_reset=vcpu_reset,
                    one_reg=one_reg, fpmr=fpmr, sig_fpsimd=sig_fpsimd, sig_sve=sig_sve,
-                   sig_sme=sig_sme, vl_change=vl_change, churn=churn)
+                   sig_sme=sig_sme, vl_change=vl_change, churn=churn,
+                   vcpu_respawn=vcpu_respawn)
     if events is not None and events < 0:
         fail(f"--events must be >= 0, got {events}")
     if seed < 0:

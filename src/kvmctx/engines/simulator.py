@@ -129,6 +129,7 @@ class Simulator:
             workload.sig_fpsimd > 0 or workload.sig_sve > 0 or workload.sig_sme > 0)
         self.vl_change = "vl" in feats and workload.vl_change > 0
         self.churn = "fork" in feats and workload.churn > 0
+        self.respawn = {"fork", "vmm-respawn"} <= feats and workload.vcpu_respawn > 0
         # Host lifecycle features on (signals, ptrace, exec, PM, hotplug): their
         # enabled-action callbacks, asked at host EL0 and idle decisions.
         from kvmctx.model import features as F
@@ -306,6 +307,8 @@ class Simulator:
                 elif self.one_reg and rnd() < w.one_reg:
                     self._apply((SET_ONE_REG, k, 0))
                     self._settle(k)
+                elif self.respawn and rnd() < w.vcpu_respawn:
+                    self._apply((EXIT, k, 0))       # the vCPU thread exits (vCPU unplug)
                 else:
                     self._apply((KVMRUN, k, 0))
                     self._settle(k)
@@ -330,7 +333,7 @@ class Simulator:
                 else:
                     self._apply((READ, k, 0))
             return
-        if pc == m.L_SYS and vcpu_of[t] < 0 and (self.vl_change or self.churn) \
+        if pc == m.L_SYS and vcpu_of[t] < 0 and (self.vl_change or self.churn or self.respawn) \
                 and self._task_life(k, t):
             return
         if pc == m.L_SYS and m.task_kneon[t] and r < w.kneon_task:
@@ -373,6 +376,14 @@ class Simulator:
             use_sme = sme and (not sve or rnd() < 0.5)
             self._apply((PRCTL_SME_VL if use_sme else PRCTL_SVE_VL, k, 0))
             return True
+        if self.respawn:
+            # The VMM's main thread re-creates an exited vCPU thread at its next
+            # syscall (the new thread gets the dead one's task_struct).
+            dead = [u for u in range(1, m.nthreads) if m.vcpu_of[u] >= 0
+                    and s[m.rq[u]] == NO_CPU]
+            if dead:
+                self._apply((CLONE, k, dead[0]))
+                return True
         if self.churn and rnd() < w.churn:
             host = [u for u in range(1, m.nthreads) if m.vcpu_of[u] < 0]
             free = [u for u in host if s[m.rq[u]] == NO_CPU]

@@ -38,6 +38,7 @@ FEATURES = (
     "sig-frames",    # signal frames for every task kind (SVE/SME/ZA/FPMR records, edits)
     "vl",            # per-task VLs: prctl(PR_SVE/SME_SET_VL), NT_ARM_SVE writes with another VL
     "fork",          # clone() into a free task slot (a dead task's), exit() releasing it
+    "vmm-respawn",   # with fork: a vCPU thread exits and a new thread runs its vCPU
 )
 
 DEFAULT_VL = 128  # bits; FPSIMD-only contexts are modelled at VL128

@@ -39,7 +39,7 @@ ALL_FEATURES = frozenset({
     "ptrace", "exec", "hotplug", "pm", "exit-user", "guest-vl", "sysregs", "sme",
     "vcpu-reset", "one-reg", "fpmr",
     "trap-window", "ret-window", "isb",
-    "sme-regsets", "sig-frames", "vl", "fork",
+    "sme-regsets", "sig-frames", "vl", "fork", "vmm-respawn",
 })
 
 StepFn = Callable[[Any, list[int], int, int], Any]

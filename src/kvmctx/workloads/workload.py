@@ -103,6 +103,10 @@ class Workload:
     # exists) or exit() (none does, and another host task lives): short-lived processes.
     vl_change: float = 0.0
     churn: float = 0.0
+    # Feature vmm-respawn: a vCPU thread at EL0, the chance per decision that it exits
+    # (a vCPU unplugged); a host task's next syscall creates its successor in the freed
+    # slot, which runs the same vCPU.
+    vcpu_respawn: float = 0.0
     notes: tuple[str, ...] = field(default=())
 
     def model_config(self, features: frozenset[str] | None = None,
@@ -148,6 +152,8 @@ class Workload:
             f.add("vl")
         if self.churn > 0:
             f.add("fork")
+        if self.vcpu_respawn > 0 and self.vcpus and self.tasks:
+            f |= {"fork", "vmm-respawn"}
         if self.host_life > 0:
             f |= HOST_LIFE_FEATURES if self.cpus > 1 else HOST_LIFE_FEATURES - {"hotplug"}
         return frozenset(f)
@@ -207,7 +213,7 @@ KNOBS: dict[str, type] = {
     "sysregs": str, "sysreg_write": float, "vhe": bool, "host_life": float, "svl": int,
     "guest_aarch32": bool, "vcpu_reset": float, "one_reg": float, "fpmr": float,
     "sig_fpsimd": float, "sig_sve": float, "sig_sme": float,
-    "vl_change": float, "churn": float,
+    "vl_change": float, "churn": float, "vcpu_respawn": float,
 }
 
 

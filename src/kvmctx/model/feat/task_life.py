@@ -62,7 +62,11 @@ task slots; a slot whose runqueue field is ``NO_CPU`` is free (no task).
   the parent's CPU's runqueue; its VLs are the parent's. A child whose copied
   V0-V31 are not its parent's latest is reported at once (integrity).
 
-Bounds simplifications: VMM threads neither exit nor are cloned; the child
+With ``vmm-respawn`` a VMM (vCPU) thread may exit too, outside KVM_RUN (at EL0
+or in a syscall: its vCPU is put), and a host task's clone may fill its slot:
+the new thread runs the same vCPU, whose state KVM keeps.
+
+Bounds simplifications: a new vCPU thread takes its predecessor's slot; the child
 takes the static kind (SVE/SME/kernel-NEON use) of the slot it gets; clone is
 a thread clone (ZA not inherited: CLONE_VM, as copy_thread_za leaves it).
 """
@@ -73,7 +77,7 @@ from kvmctx.model import counters as C
 from kvmctx.model import host as H
 from kvmctx.model.feat import host_life as HL
 from kvmctx.model.features import ActionSpec, Feature, register
-from kvmctx.model.flow import CHK_USER
+from kvmctx.model.flow import CHK_USER, K_USER
 from kvmctx.model.layout import CPU, CTX, THREAD
 from kvmctx.model.values import (
     FP_STATE_FPSIMD,
@@ -227,11 +231,18 @@ register(Feature(
 
 
 def _fork_enabled(m, s, k, t, pc, kind, out) -> None:
+    respawn = "vmm-respawn" in m.config.features
+    if respawn and t and m.vcpu_of[t] >= 0:
+        # A vCPU thread leaves outside KVM_RUN (its vCPU is put): at EL0 or in a
+        # syscall such as KVM_SET_ONE_REG.
+        if kind == K_USER or pc == m.L_SYS:
+            out.append((EXIT, k, 0))
+        return
     if not _in_syscall(m, s, t, pc):
         return
     out.append((EXIT, k, 0))
     for u in range(1, m.nthreads):
-        if s[m.rq[u]] == NO_CPU and m.vcpu_of[u] < 0:
+        if s[m.rq[u]] == NO_CPU and (respawn or m.vcpu_of[u] < 0):
             out.append((CLONE, k, u))
 
 
