@@ -271,16 +271,18 @@ def _called(st: ast.stmt) -> str:
     return ""
 
 
-def _check_functions(modname: str) -> set[str]:
-    """Functions of the module (and the feature modules it calls into) that only
+def _check_functions(modnames: list[str]) -> frozenset[str]:
+    """Functions of these modules and of the model's feature modules that only
     check: their statements are ``m.violate`` calls, calls to other such
     functions, and local bookkeeping, with no write to the state or the model."""
-    mods = [importlib.import_module(modname)]
+    import pkgutil
+
     feat = importlib.import_module("kvmctx.model.feat")
-    mods += [importlib.import_module(f"{feat.__name__}.{n}") for n in _feature_modules()]
+    modnames = [*modnames, *(f"{feat.__name__}.{m.name}"
+                             for m in pkgutil.iter_modules(feat.__path__))]
     fns: dict[str, ast.FunctionDef] = {}
-    for mod in mods:
-        for node in ast.parse(inspect.getsource(mod)).body:
+    for modname in modnames:
+        for node in ast.parse(inspect.getsource(importlib.import_module(modname))).body:
             if isinstance(node, ast.FunctionDef):
                 fns.setdefault(node.name, node)
     checks = {"violate"}
@@ -295,17 +297,11 @@ def _check_functions(modname: str) -> set[str]:
             if calls and not writes and all(c in checks for c in calls):
                 checks.add(name)
                 grew = True
-    return checks
-
-
-def _feature_modules() -> list[str]:
-    import pkgutil
-
-    feat = importlib.import_module("kvmctx.model.feat")
-    return [m.name for m in pkgutil.iter_modules(feat.__path__)]
+    return frozenset(checks)
 
 
 def _all_statements(fn: ast.FunctionDef) -> Iterator[ast.stmt]:
+    """Every statement of the function, in nested blocks too (``body`` and ``orelse``)."""
     for node in ast.walk(fn):
         for fld in ("body", "orelse"):
             body = getattr(node, fld, None)
@@ -315,16 +311,10 @@ def _all_statements(fn: ast.FunctionDef) -> Iterator[ast.stmt]:
 
 def _droppable(fn: ast.FunctionDef, checks: frozenset[str] = frozenset()
                ) -> Iterator[ast.stmt]:
-    for node in ast.walk(fn):
-        for fld in ("body", "orelse"):
-            body = getattr(node, fld, None)
-            if not isinstance(body, list):
-                continue
-            for st in body:
-                if isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant):
-                    continue  # docstring
-                if _state_change(st) and not _counting_only(st) and _called(st) not in checks:
-                    yield st
+    # (A docstring is an expression statement but not a call: _state_change skips it.)
+    for st in _all_statements(fn):
+        if _state_change(st) and not _counting_only(st) and _called(st) not in checks:
+            yield st
 
 
 def _functions(modname: str, names: set[str] | None) -> list[tuple[ast.FunctionDef, str]]:
@@ -354,10 +344,10 @@ def generate(policy_name: str = "upstream-6.14") -> list[MutantSpec]:
     pol = P.get(policy_name)
     polmod = sys.modules[pol.vcpu_load[0].fn.__module__].__name__ if pol.vcpu_load else ""
     specs: list[MutantSpec] = []
+    checks = _check_functions([m for m in (polmod, HOST_MODULE) if m])
     for modname, names in ((polmod, policy_functions(pol)), (HOST_MODULE, None)):
         if not modname:
             continue
-        checks = frozenset(_check_functions(modname))
         for fn, src in _functions(modname, names):
             lines = src.splitlines()
             # Ids name the function and the statement's place in it (source order), so
