@@ -336,12 +336,12 @@ def _catalogue(json_out: bool, max_states: int | None, engine: str = "auto",
                jobs: int = 1) -> None:
     rows = []
     for mu in MU.catalogue():
-        b = CK.BOUNDS[mu.bounds] if mu.bounds else CK.BOUNDS["standard"]
+        b = CK.BOUNDS[mu.bounds or "standard"]
         res, _ = run_check(mu.build(), b, max_states, mu.name, f"mutant {mu.name}", json_out,
                            engine=engine, jobs=jobs)
         found = res.violation is not None
         rows.append({"mutant": mu.name, "source": mu.source, "catalogue": mu.catalogue,
-                     "bounds": mu.bounds or "standard",
+                     "bounds": b.name,
                      "invariant": res.violation["invariant"] if found else mu.invariant,
                      "expected_invariant": mu.invariant, "found": found,
                      "depth": res.depth if found else None, "states": res.states,
